@@ -1,0 +1,399 @@
+//! Why a session ended, and how each ending looks on the wire: which side caused it, the close
+//! code the client receives, the `error` event sent before it (for failures), and the metric label.
+
+use std::fmt;
+
+/// Which side a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Relay,
+}
+
+/// Every way a session can end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame; it is echoed and passed upstream.
+    ClientClosed { code: u16, reason: String },
+    /// The client's connection ended without a close frame.
+    ClientGone,
+    /// The client sent something that is not valid WebSocket.
+    ClientProtocolError,
+    /// The client sent a message over `MAX_MESSAGE_SIZE`.
+    ClientMessageTooLarge { limit: usize },
+    /// The client sent more than the pre-open queue holds before the upstream was ready.
+    ClientQueueOverflow { limit: usize },
+    /// The client stopped reading while the upstream kept sending.
+    ClientTooSlow,
+    /// The client missed two heartbeats.
+    HeartbeatTimeout,
+    /// No data frame either way for `INACTIVITY_TIMEOUT`.
+    IdleTimeout,
+    /// `MAX_CONNECTIONS` sessions were already open.
+    CapacityExceeded { max: usize },
+    /// The upstream could not be reached (DNS, TCP, TLS, a broken handshake).
+    UpstreamUnavailable { detail: String },
+    /// Dial, TLS and upgrade took longer than `UPSTREAM_CONNECT_TIMEOUT`.
+    UpstreamTimeout { after_ms: u128 },
+    /// The upstream answered the upgrade with 401 or 403.
+    UpstreamAuthFailed { status: u16 },
+    /// The upstream answered the upgrade with 429.
+    UpstreamRateLimited,
+    /// The upstream answered the upgrade with another status.
+    UpstreamRejected { status: u16 },
+    /// The upstream sent a close frame; its code and reason are passed on.
+    UpstreamClosed { code: Option<u16>, reason: String },
+    /// The upstream's connection ended without a close frame.
+    UpstreamGone,
+    /// The upstream sent something that is not valid WebSocket.
+    UpstreamProtocolError,
+    /// The upstream sent a message over `MAX_MESSAGE_SIZE`.
+    UpstreamMessageTooLarge { limit: usize },
+    /// The upstream stopped reading while the client kept sending.
+    UpstreamTooSlow,
+    /// The relay is shutting down.
+    ShuttingDown,
+    /// The upgrade request carried a query the relay will not forward (a bad `model`, say).
+    InvalidRequest { detail: String },
+}
+
+/// Close codes that must never be put on the wire (RFC 6455 7.4.1).
+const RESERVED_CODES: [u16; 3] = [1005, 1006, 1015];
+/// The largest close reason that fits a control frame.
+pub const MAX_REASON_BYTES: usize = 123;
+
+impl CloseReason {
+    pub fn side(&self) -> Side {
+        use CloseReason::*;
+        match self {
+            ClientClosed { .. }
+            | ClientGone
+            | ClientProtocolError
+            | ClientMessageTooLarge { .. }
+            | ClientQueueOverflow { .. }
+            | ClientTooSlow
+            | HeartbeatTimeout
+            | IdleTimeout => Side::Client,
+            CapacityExceeded { .. } | ShuttingDown => Side::Relay,
+            InvalidRequest { .. } => Side::Client,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// The metric and log label: a closed set, never an id or a free string.
+    pub fn label(&self) -> &'static str {
+        use CloseReason::*;
+        match self {
+            ClientClosed { .. } => "client_closed",
+            ClientGone => "client_gone",
+            ClientProtocolError => "client_protocol_error",
+            ClientMessageTooLarge { .. } => "client_message_too_large",
+            ClientQueueOverflow { .. } => "client_queue_overflow",
+            ClientTooSlow => "client_too_slow",
+            HeartbeatTimeout => "heartbeat_timeout",
+            IdleTimeout => "session_idle_timeout",
+            CapacityExceeded { .. } => "capacity_exceeded",
+            UpstreamUnavailable { .. } => "upstream_unavailable",
+            UpstreamTimeout { .. } => "upstream_timeout",
+            UpstreamAuthFailed { .. } => "upstream_auth_failed",
+            UpstreamRateLimited => "upstream_rate_limited",
+            UpstreamRejected { .. } => "upstream_rejected",
+            UpstreamClosed { .. } => "upstream_closed",
+            UpstreamGone => "upstream_gone",
+            UpstreamProtocolError => "upstream_protocol_error",
+            UpstreamMessageTooLarge { .. } => "upstream_message_too_large",
+            UpstreamTooSlow => "upstream_too_slow",
+            ShuttingDown => "server_shutting_down",
+            InvalidRequest { .. } => "invalid_request",
+        }
+    }
+
+    /// Every label, for pre-registering metric series.
+    pub const LABELS: [&'static str; 21] = [
+        "client_closed",
+        "client_gone",
+        "client_protocol_error",
+        "client_message_too_large",
+        "client_queue_overflow",
+        "client_too_slow",
+        "heartbeat_timeout",
+        "session_idle_timeout",
+        "capacity_exceeded",
+        "upstream_unavailable",
+        "upstream_timeout",
+        "upstream_auth_failed",
+        "upstream_rate_limited",
+        "upstream_rejected",
+        "upstream_closed",
+        "upstream_gone",
+        "upstream_protocol_error",
+        "upstream_message_too_large",
+        "upstream_too_slow",
+        "server_shutting_down",
+        "invalid_request",
+    ];
+
+    /// The close code the client receives.
+    pub fn client_code(&self) -> u16 {
+        use CloseReason::*;
+        match self {
+            ClientClosed { code, .. } => *code,
+            ClientGone => 1000,
+            ClientProtocolError => 1002,
+            ClientMessageTooLarge { .. } | UpstreamMessageTooLarge { .. } => 1009,
+            ClientQueueOverflow { .. } => 1008,
+            ClientTooSlow => 1008,
+            HeartbeatTimeout => 1001,
+            IdleTimeout => 1000,
+            CapacityExceeded { .. } => 1013,
+            UpstreamUnavailable { .. } => 1011,
+            UpstreamTimeout { .. } => 1013,
+            UpstreamAuthFailed { .. } => 1011,
+            UpstreamRateLimited => 1013,
+            UpstreamRejected { .. } => 1011,
+            UpstreamClosed { code, .. } => match code {
+                Some(c) if !RESERVED_CODES.contains(c) => *c,
+                _ => 1011,
+            },
+            UpstreamGone => 1011,
+            UpstreamProtocolError => 1011,
+            UpstreamTooSlow => 1011,
+            ShuttingDown => 1012,
+            InvalidRequest { .. } => 1008,
+        }
+    }
+
+    /// The close reason text the client receives, at most 123 bytes.
+    pub fn client_reason(&self) -> String {
+        let text = match self {
+            CloseReason::ClientClosed { reason, .. }
+            | CloseReason::UpstreamClosed { reason, .. } => reason.clone(),
+            other => other.code().unwrap_or(other.label()).to_string(),
+        };
+        truncate_utf8(&text, MAX_REASON_BYTES).to_string()
+    }
+
+    /// The `error.code` of the event sent before the close; `None` for endings that are not
+    /// failures (the client closed, the upstream closed cleanly, or the client is gone).
+    pub fn code(&self) -> Option<&'static str> {
+        use CloseReason::*;
+        match self {
+            ClientClosed { .. } | ClientGone => None,
+            UpstreamClosed { code, .. } => match code {
+                Some(c) if !RESERVED_CODES.contains(c) => None,
+                _ => Some("upstream_closed"),
+            },
+            ClientProtocolError => Some("invalid_websocket_frame"),
+            ClientMessageTooLarge { .. } => Some("message_too_large"),
+            UpstreamMessageTooLarge { .. } => Some("upstream_message_too_large"),
+            IdleTimeout => Some("session_idle_timeout"),
+            other => Some(other.label()),
+        }
+    }
+
+    /// A sentence for the client (and the log) that says what happened. Never holds the key.
+    pub fn message(&self) -> String {
+        use CloseReason::*;
+        match self {
+            ClientClosed { code, .. } => format!("The client closed the session ({code})."),
+            ClientGone => "The client disconnected without a close frame.".into(),
+            ClientProtocolError => "The client sent an invalid WebSocket frame.".into(),
+            ClientMessageTooLarge { limit } => format!(
+                "The message is larger than the relay's limit of {limit} bytes (MAX_MESSAGE_SIZE)."
+            ),
+            ClientQueueOverflow { limit } => format!(
+                "The client sent more than {limit} bytes before the upstream connection was open."
+            ),
+            ClientTooSlow => "The client stopped reading while the upstream kept sending.".into(),
+            HeartbeatTimeout => "The client did not answer two heartbeat pings.".into(),
+            IdleTimeout => "The session was idle for longer than INACTIVITY_TIMEOUT.".into(),
+            CapacityExceeded { max } => {
+                format!("The relay is at its limit of {max} concurrent sessions; try again later.")
+            }
+            UpstreamUnavailable { detail } => {
+                format!("The relay could not reach the OpenAI Realtime API: {detail}.")
+            }
+            UpstreamTimeout { after_ms } => format!(
+                "The OpenAI Realtime API did not accept the connection within {after_ms} ms."
+            ),
+            UpstreamAuthFailed { status } => format!(
+                "The OpenAI Realtime API refused the relay's credentials (HTTP {status}); \
+                 the operator must check OPENAI_API_KEY."
+            ),
+            UpstreamRateLimited => {
+                "The OpenAI Realtime API is rate limiting this relay (HTTP 429); try again later."
+                    .into()
+            }
+            UpstreamRejected { status } => {
+                format!("The OpenAI Realtime API rejected the connection (HTTP {status}).")
+            }
+            UpstreamClosed { code, reason } => match code {
+                Some(c) => format!("The upstream closed the session ({c} {reason})."),
+                None => "The upstream closed the session without a status code.".into(),
+            },
+            UpstreamGone => "The upstream connection was lost without a close frame.".into(),
+            UpstreamProtocolError => "The upstream sent an invalid WebSocket frame.".into(),
+            UpstreamMessageTooLarge { limit } => format!(
+                "The upstream sent a message larger than the relay's limit of {limit} bytes."
+            ),
+            UpstreamTooSlow => "The upstream stopped reading while the client kept sending.".into(),
+            ShuttingDown => "The relay is shutting down; reconnect to another instance.".into(),
+            InvalidRequest { detail } => format!("The request was refused: {detail}."),
+        }
+    }
+
+    /// The close code the upstream receives when the relay ends the session from this side.
+    pub fn upstream_code(&self) -> u16 {
+        match self {
+            CloseReason::ClientClosed { code, .. } if !RESERVED_CODES.contains(code) => *code,
+            CloseReason::ShuttingDown => 1001,
+            _ => 1000,
+        }
+    }
+
+    /// The OpenAI-shaped `error` event sent to the client before the close frame, if any.
+    pub fn error_event(&self, event_id: &str) -> Option<String> {
+        let code = self.code()?;
+        Some(error_event(event_id, code, &self.message()))
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// `{"type":"error","event_id":..,"error":{"type":"relay_error","code":..,"message":..,..}}`
+pub fn error_event(event_id: &str, code: &str, message: &str) -> String {
+    serde_json::json!({
+        "type": "error",
+        "event_id": event_id,
+        "error": {
+            "type": "relay_error",
+            "code": code,
+            "message": message,
+            "param": null,
+            "event_id": null,
+        }
+    })
+    .to_string()
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_upstream_codes_become_1011() {
+        for code in [Some(1005), Some(1006), Some(1015), None] {
+            let r = CloseReason::UpstreamClosed {
+                code,
+                reason: String::new(),
+            };
+            assert_eq!(r.client_code(), 1011);
+            assert_eq!(r.code(), Some("upstream_closed"));
+        }
+        let clean = CloseReason::UpstreamClosed {
+            code: Some(4000),
+            reason: "invalid_request_error.beta_api_shape_disabled".into(),
+        };
+        assert_eq!(clean.client_code(), 4000);
+        assert_eq!(clean.code(), None);
+        assert_eq!(
+            clean.client_reason(),
+            "invalid_request_error.beta_api_shape_disabled"
+        );
+    }
+
+    #[test]
+    fn reason_is_cut_on_a_char_boundary() {
+        let long = "é".repeat(100); // 200 bytes
+        let r = CloseReason::UpstreamClosed {
+            code: Some(1000),
+            reason: long,
+        };
+        let cut = r.client_reason();
+        assert!(cut.len() <= 123);
+        assert_eq!(cut.len(), 122);
+    }
+
+    #[test]
+    fn failure_codes_and_close_codes() {
+        let cases = [
+            (
+                CloseReason::CapacityExceeded { max: 1 },
+                "capacity_exceeded",
+                1013,
+            ),
+            (
+                CloseReason::UpstreamTimeout { after_ms: 5 },
+                "upstream_timeout",
+                1013,
+            ),
+            (
+                CloseReason::UpstreamUnavailable { detail: "x".into() },
+                "upstream_unavailable",
+                1011,
+            ),
+            (
+                CloseReason::UpstreamAuthFailed { status: 401 },
+                "upstream_auth_failed",
+                1011,
+            ),
+            (
+                CloseReason::UpstreamRateLimited,
+                "upstream_rate_limited",
+                1013,
+            ),
+            (
+                CloseReason::UpstreamRejected { status: 500 },
+                "upstream_rejected",
+                1011,
+            ),
+            (CloseReason::IdleTimeout, "session_idle_timeout", 1000),
+            (
+                CloseReason::ClientMessageTooLarge { limit: 1 },
+                "message_too_large",
+                1009,
+            ),
+            (CloseReason::ShuttingDown, "server_shutting_down", 1012),
+        ];
+        for (reason, code, close) in cases {
+            assert_eq!(reason.code(), Some(code), "{reason:?}");
+            assert_eq!(reason.client_code(), close, "{reason:?}");
+            let event: serde_json::Value =
+                serde_json::from_str(&reason.error_event("evt_1").expect("failure")).expect("json");
+            assert_eq!(event["type"], "error");
+            assert_eq!(event["error"]["type"], "relay_error");
+            assert_eq!(event["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn every_label_is_listed() {
+        let all = [
+            CloseReason::ClientGone,
+            CloseReason::UpstreamGone,
+            CloseReason::HeartbeatTimeout,
+            CloseReason::ClientTooSlow,
+            CloseReason::UpstreamTooSlow,
+        ];
+        for r in all {
+            assert!(CloseReason::LABELS.contains(&r.label()));
+        }
+    }
+}

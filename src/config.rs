@@ -1,0 +1,479 @@
+//! Configuration: every setting the relay reads, parsed once at startup from an abstract source
+//! (the process environment in production, a map in tests). Every bad variable is reported at
+//! once, by name, before anything binds a port.
+
+use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
+
+/// The server's OpenAI key. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The secret itself, for the one place that needs it: the upstream `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Which origins may open a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a request with this `Origin` header (or none) is admitted.
+    pub fn admits(&self, origin: Option<&str>, allow_missing: bool) -> bool {
+        match (self, origin) {
+            (AllowedOrigins::Any, _) => true,
+            (AllowedOrigins::List(_), None) => allow_missing,
+            (AllowedOrigins::List(list), Some(origin)) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// Where the relay's upstream is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `ws://` or `wss://` URL of the Realtime endpoint, without a query string.
+    pub url: String,
+    pub api_key: ApiKey,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    pub connect_timeout: Duration,
+    /// Extra PEM roots trusted for a `wss://` upstream, on top of the webpki roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Everything the relay needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub production: bool,
+    pub upstream: UpstreamConfig,
+    pub default_model: String,
+    pub max_connections: usize,
+    pub heartbeat_interval: Duration,
+    pub inactivity_timeout: Duration,
+    pub allowed_origins: AllowedOrigins,
+    pub allow_missing_origin: bool,
+    pub max_message_size: usize,
+    pub debug: bool,
+}
+
+pub const DEFAULT_UPSTREAM_URL: &str = "wss://api.openai.com/v1/realtime";
+pub const DEFAULT_MODEL: &str = "gpt-realtime-mini";
+pub const MIB: usize = 1024 * 1024;
+
+/// One bad variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("OPENAI_API_KEY environment variable is required")]
+    MissingApiKey,
+    #[error("{name}: {problem} (got {value:?})")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        problem: String,
+    },
+    #[error("{name}: cannot read {path}: {problem}")]
+    Unreadable {
+        name: &'static str,
+        path: String,
+        problem: String,
+    },
+}
+
+/// All the problems found, in the order the variables are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where variables come from: the environment in production, a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment (after `.env` has been loaded into it).
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+impl Source for HashMap<&str, &str> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).map(|v| v.to_string())
+    }
+}
+
+/// How the upstream is chosen: the configured one, or the built-in demo fake whose URL is only
+/// known once it is listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPolicy {
+    /// `OPENAI_API_KEY` must be set.
+    Required,
+    /// Demo mode: no key is needed; the upstream URL is filled in by the caller.
+    Demo,
+}
+
+struct Reader<'a> {
+    source: &'a dyn Source,
+    errors: Vec<ConfigError>,
+}
+
+impl Reader<'_> {
+    /// The trimmed value, with empty treated as unset (a `.env` line `PORT=` means "default").
+    fn raw(&self, name: &str) -> Option<String> {
+        self.source
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&mut self, name: &'static str, value: &str, problem: impl Into<String>) {
+        self.errors.push(ConfigError::Invalid {
+            name,
+            value: value.to_string(),
+            problem: problem.into(),
+        });
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.raw(name).unwrap_or_else(|| default.to_string())
+    }
+
+    fn number<T>(&mut self, name: &'static str, default: T, min: T) -> T
+    where
+        T: std::str::FromStr + Copy + PartialOrd + fmt::Display,
+    {
+        let Some(v) = self.raw(name) else {
+            return default;
+        };
+        match v.parse::<T>() {
+            Ok(n) if n >= min => n,
+            Ok(_) => {
+                self.invalid(name, &v, format!("must be at least {min}"));
+                default
+            }
+            Err(_) => {
+                self.invalid(name, &v, "must be a whole number");
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, name: &'static str, default_ms: u64) -> Duration {
+        Duration::from_millis(self.number(name, default_ms, 1))
+    }
+
+    fn boolean(&mut self, name: &'static str, default: bool) -> bool {
+        let Some(v) = self.raw(name) else {
+            return default;
+        };
+        match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                self.invalid(name, &v, "must be true or false");
+                default
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates every variable, returning all problems at once.
+    pub fn from_source(source: &dyn Source, keys: KeyPolicy) -> Result<Config, ConfigErrors> {
+        let mut r = Reader {
+            source,
+            errors: Vec::new(),
+        };
+
+        let api_key = match (r.raw("OPENAI_API_KEY"), keys) {
+            (Some(k), _) => ApiKey::new(k),
+            (None, KeyPolicy::Demo) => ApiKey::new("demo"),
+            (None, KeyPolicy::Required) => {
+                r.errors.push(ConfigError::MissingApiKey);
+                ApiKey::new("")
+            }
+        };
+
+        let port = r.number::<u16>("PORT", 8080, 0);
+        let host = r.string("HOST", "0.0.0.0");
+        if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
+            r.invalid("HOST", &host, "must be an IP address such as 0.0.0.0 or ::");
+        }
+        let production = r.string("NODE_ENV", "development") == "production";
+
+        let url = r.string("OPENAI_API_URL", DEFAULT_UPSTREAM_URL);
+        if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+            r.invalid("OPENAI_API_URL", &url, "must start with wss:// or ws://");
+        } else if url.contains('?') || url.contains('#') {
+            r.invalid(
+                "OPENAI_API_URL",
+                &url,
+                "must not carry a query string; the relay adds ?model=",
+            );
+        } else if url.parse::<awc::http::Uri>().is_err() {
+            r.invalid("OPENAI_API_URL", &url, "is not a valid URL");
+        }
+
+        let default_model = r.string("DEFAULT_MODEL", DEFAULT_MODEL);
+        if !is_query_safe(&default_model) {
+            r.invalid(
+                "DEFAULT_MODEL",
+                &default_model,
+                "may contain only letters, digits, '-', '_', '.' and ':'",
+            );
+        }
+
+        let max_connections = r.number::<usize>("MAX_CONNECTIONS", 100, 1);
+        let heartbeat_interval = r.millis("HEARTBEAT_INTERVAL", 30_000);
+        let inactivity_timeout = r.millis("INACTIVITY_TIMEOUT", 300_000);
+
+        let origins = r.string("ALLOWED_ORIGINS", "*");
+        let allowed_origins = if origins == "*" {
+            AllowedOrigins::Any
+        } else {
+            let list: Vec<String> = origins
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
+            if list.iter().any(|o| o == "*") {
+                r.invalid(
+                    "ALLOWED_ORIGINS",
+                    &origins,
+                    "'*' cannot be combined with other origins",
+                );
+            }
+            AllowedOrigins::List(list)
+        };
+        let allow_missing_origin = r.boolean("ALLOW_MISSING_ORIGIN", true);
+
+        let max_message_size = r.number::<usize>("MAX_MESSAGE_SIZE", 24 * MIB, 1024);
+        let connect_timeout = r.millis("UPSTREAM_CONNECT_TIMEOUT", 10_000);
+        let organization = r.raw("OPENAI_ORGANIZATION");
+        let project = r.raw("OPENAI_PROJECT");
+        for (name, value) in [
+            ("OPENAI_ORGANIZATION", &organization),
+            ("OPENAI_PROJECT", &project),
+        ] {
+            if let Some(v) = value {
+                if awc::http::header::HeaderValue::from_str(v).is_err() {
+                    r.invalid(name, v, "is not a valid HTTP header value");
+                }
+            }
+        }
+        let ca_file = r.raw("UPSTREAM_CA_FILE").map(PathBuf::from);
+        if let Some(path) = &ca_file {
+            if let Err(e) = std::fs::metadata(path) {
+                r.errors.push(ConfigError::Unreadable {
+                    name: "UPSTREAM_CA_FILE",
+                    path: path.display().to_string(),
+                    problem: e.to_string(),
+                });
+            }
+        }
+        let debug = r.boolean("DEBUG", false);
+
+        if !r.errors.is_empty() {
+            return Err(ConfigErrors(r.errors));
+        }
+        Ok(Config {
+            host,
+            port,
+            production,
+            upstream: UpstreamConfig {
+                url,
+                api_key,
+                organization,
+                project,
+                connect_timeout,
+                ca_file,
+            },
+            default_model,
+            max_connections,
+            heartbeat_interval,
+            inactivity_timeout,
+            allowed_origins,
+            allow_missing_origin,
+            max_message_size,
+            debug,
+        })
+    }
+
+    /// Startup warnings an operator should see: only in production, where they matter.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.production {
+            return w;
+        }
+        if self.allowed_origins == AllowedOrigins::Any {
+            w.push(
+                "ALLOWED_ORIGINS=* in production: any web page can open sessions on your key; \
+                 list your app's origins"
+                    .to_string(),
+            );
+        }
+        if self.upstream.url.starts_with("ws://") {
+            w.push(
+                "OPENAI_API_URL uses ws:// in production: the API key travels unencrypted"
+                    .to_string(),
+            );
+        }
+        w
+    }
+}
+
+/// Model names and intents go into the upstream query string; only this alphabet is let through,
+/// so a client cannot add parameters of its own.
+pub fn is_query_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&'static str, &'static str)]) -> Result<Config, ConfigErrors> {
+        let map: HashMap<&str, &str> = vars.iter().copied().collect();
+        Config::from_source(&map, KeyPolicy::Required)
+    }
+
+    #[test]
+    fn defaults_match_the_node_relay() {
+        let c = parse(&[("OPENAI_API_KEY", "sk-test")]).expect("valid");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.upstream.url, DEFAULT_UPSTREAM_URL);
+        assert_eq!(c.default_model, "gpt-realtime-mini");
+        assert_eq!(c.max_connections, 100);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.inactivity_timeout, Duration::from_secs(300));
+        assert_eq!(c.allowed_origins, AllowedOrigins::Any);
+        assert!(c.allow_missing_origin);
+        assert_eq!(c.max_message_size, 24 * MIB);
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(10));
+        assert!(!c.production && !c.debug);
+    }
+
+    #[test]
+    fn missing_key_is_reported_with_the_node_message() {
+        let err = parse(&[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "OPENAI_API_KEY environment variable is required"
+        );
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let err = parse(&[
+            ("PORT", "eighty"),
+            ("MAX_CONNECTIONS", "0"),
+            ("HEARTBEAT_INTERVAL", "-5"),
+            ("OPENAI_API_URL", "http://x"),
+            ("DEBUG", "maybe"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "OPENAI_API_KEY",
+            "PORT",
+            "MAX_CONNECTIONS",
+            "HEARTBEAT_INTERVAL",
+            "OPENAI_API_URL",
+            "DEBUG",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        assert_eq!(err.0.len(), 6);
+    }
+
+    #[test]
+    fn key_never_prints() {
+        let c = parse(&[("OPENAI_API_KEY", "sk-secret-123")]).expect("valid");
+        assert!(!format!("{c:?}").contains("sk-secret-123"));
+        assert_eq!(c.upstream.api_key.to_string(), "***");
+    }
+
+    #[test]
+    fn origins_list_and_missing_origin() {
+        let c = parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("ALLOWED_ORIGINS", "https://a.example, https://b.example/"),
+            ("ALLOW_MISSING_ORIGIN", "false"),
+        ])
+        .expect("valid");
+        let o = &c.allowed_origins;
+        assert!(o.admits(Some("https://b.example"), false));
+        assert!(!o.admits(Some("https://evil.example"), true));
+        assert!(!o.admits(None, c.allow_missing_origin));
+        assert!(AllowedOrigins::Any.admits(None, false));
+    }
+
+    #[test]
+    fn production_warnings() {
+        let c = parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("NODE_ENV", "production"),
+            ("OPENAI_API_URL", "ws://127.0.0.1:9/v1/realtime"),
+        ])
+        .expect("valid");
+        assert_eq!(c.warnings().len(), 2);
+        let dev = parse(&[("OPENAI_API_KEY", "k")]).expect("valid");
+        assert!(dev.warnings().is_empty());
+    }
+
+    #[test]
+    fn query_safe_alphabet() {
+        assert!(is_query_safe("gpt-realtime-2025-08-28"));
+        assert!(!is_query_safe("gpt&api_key=x"));
+        assert!(!is_query_safe(""));
+    }
+}

@@ -1,0 +1,298 @@
+//! The HTTP face of the relay: the WebSocket entry points (`/`, `/realtime`, `/v1/realtime`),
+//! `/health`, `/stats` and `/metrics`, with CORS for allowed origins. Everything that can be
+//! refused before the upgrade (not a WebSocket, a forbidden origin) is refused here with JSON;
+//! everything after the upgrade belongs to a `Session`.
+
+use std::{collections::HashMap, net::IpAddr, rc::Rc, sync::Arc, time::Instant};
+
+use actix::Addr;
+use actix_web::{
+    http::{header, Method, StatusCode},
+    web, HttpRequest, HttpResponse, HttpResponseBuilder,
+};
+use serde_json::json;
+
+use crate::{
+    close::CloseReason,
+    config::{is_query_safe, AllowedOrigins},
+    metrics::Metrics,
+    registry::{self, Registry},
+    session::{self, Session},
+    upstream::Dialer,
+};
+
+/// What every worker shares.
+pub struct AppState {
+    pub registry: Addr<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub started_at: Instant,
+    pub max_connections: usize,
+    pub allowed_origins: AllowedOrigins,
+    pub allow_missing_origin: bool,
+    pub default_model: String,
+    pub max_message_size: usize,
+    pub inactivity_timeout: std::time::Duration,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for path in ["/", "/realtime", "/v1/realtime"] {
+        cfg.route(path, web::get().to(realtime));
+    }
+    cfg.route("/health", web::get().to(health))
+        .route("/stats", web::get().to(stats))
+        .route("/metrics", web::get().to(metrics))
+        .default_service(web::to(fallback));
+}
+
+/// The client's address as the relay sees it.
+fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
+fn origin(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+}
+
+fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "error": { "type": "relay_error", "code": code, "message": message }
+    }))
+}
+
+/// Adds `Access-Control-Allow-Origin` when the request comes from an allowed origin.
+fn with_cors(
+    state: &AppState,
+    req: &HttpRequest,
+    mut res: HttpResponseBuilder,
+) -> HttpResponseBuilder {
+    if let Some(o) = origin(req) {
+        if state.allowed_origins.admits(Some(o), false) {
+            let value = match state.allowed_origins {
+                AllowedOrigins::Any => "*".to_string(),
+                AllowedOrigins::List(_) => o.to_string(),
+            };
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, value))
+                .insert_header((header::VARY, "Origin"));
+        }
+    }
+    res
+}
+
+fn is_websocket_upgrade(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The upstream query (`model=..`, `intent=..`) and the model name for logs.
+fn upstream_query(
+    query: &HashMap<String, String>,
+    default_model: &str,
+) -> Result<(String, String), CloseReason> {
+    let model = query.get("model").map(String::as_str);
+    let intent = query.get("intent").map(String::as_str);
+    for (name, value) in [("model", model), ("intent", intent)] {
+        if let Some(v) = value {
+            if !is_query_safe(v) {
+                return Err(CloseReason::InvalidRequest {
+                    detail: format!(
+                        "the {name} parameter may contain only letters, digits, '-', '_', '.' and ':'"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(match (model, intent) {
+        (Some(m), Some(i)) => (format!("model={m}&intent={i}"), m.to_string()),
+        (Some(m), None) => (format!("model={m}"), m.to_string()),
+        (None, Some(i)) => (format!("intent={i}"), format!("intent:{i}")),
+        (None, None) => (format!("model={default_model}"), default_model.to_string()),
+    })
+}
+
+async fn realtime(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    if !is_websocket_upgrade(&req) {
+        return Ok(with_cors(&state, &req, HttpResponse::build(StatusCode::UPGRADE_REQUIRED))
+            .insert_header((header::UPGRADE, "websocket"))
+            .json(json!({
+                "error": {
+                    "type": "relay_error",
+                    "code": "websocket_required",
+                    "message": "This endpoint speaks the OpenAI Realtime API over WebSocket: \
+                                connect with new WebSocket(url + '?model=gpt-realtime-mini', ['realtime']).",
+                }
+            })));
+    }
+    let origin = origin(&req);
+    if !state
+        .allowed_origins
+        .admits(origin, state.allow_missing_origin)
+    {
+        log::warn!(
+            "upgrade refused client={} reason=origin_not_allowed origin={:?}",
+            client_ip(&req).map_or_else(|| "-".into(), |ip| ip.to_string()),
+            origin.unwrap_or("(none)")
+        );
+        state
+            .metrics
+            .sessions_rejected
+            .with_label_values(&["origin_not_allowed"])
+            .inc();
+        return Ok(json_error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            match origin {
+                Some(_) => "This Origin is not in the relay's ALLOWED_ORIGINS.",
+                None => "Requests without an Origin header are not allowed (ALLOW_MISSING_ORIGIN=false).",
+            },
+        ));
+    }
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+
+    let (response, client, stream) = actix_ws::handle_with_protocols(&req, body, &["realtime"])?;
+    let stream = stream
+        .max_frame_size(state.max_message_size)
+        .aggregate_continuations()
+        .max_continuation_size(state.max_message_size);
+
+    match upstream_query(&query, &state.default_model) {
+        Ok((query, model)) => {
+            let dialer = req
+                .app_data::<Rc<Dialer>>()
+                .cloned()
+                .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))?;
+            actix::Actor::start(Session::new(session::Params {
+                client,
+                stream,
+                query,
+                model,
+                client_ip: client_ip(&req),
+                registry: state.registry.clone(),
+                metrics: state.metrics.clone(),
+                dialer,
+                max_message_size: state.max_message_size,
+                inactivity_timeout: state.inactivity_timeout,
+            }));
+        }
+        Err(reason) => {
+            state
+                .metrics
+                .sessions_rejected
+                .with_label_values(&[reason.label()])
+                .inc();
+            session::say_goodbye(client, &reason, "relay_evt_refused");
+            drop(stream);
+        }
+    }
+    Ok(response)
+}
+
+async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    with_cors(&state, &req, HttpResponse::Ok()).json(json!({
+        "status": "ok",
+        "uptime_seconds": state.started_at.elapsed().as_secs(),
+        "connections": {
+            "active": state.metrics.sessions_active.get(),
+            "max": state.max_connections,
+        },
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match state.registry.send(registry::GetStats).await {
+        Ok(stats) => with_cors(&state, &req, HttpResponse::Ok()).json(stats),
+        Err(_) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry_unavailable",
+            "The relay is shutting down.",
+        ),
+    }
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    with_cors(&state, &req, HttpResponse::Ok())
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// CORS preflights for the HTTP endpoints, 404 JSON for everything else.
+async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let known = matches!(
+        req.path(),
+        "/" | "/realtime" | "/v1/realtime" | "/health" | "/stats" | "/metrics"
+    );
+    if req.method() == Method::OPTIONS && known {
+        let allowed = origin(&req).is_some_and(|o| state.allowed_origins.admits(Some(o), false));
+        if !allowed {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "This Origin is not in the relay's ALLOWED_ORIGINS.",
+            );
+        }
+        return with_cors(&state, &req, HttpResponse::NoContent())
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, OPTIONS"))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .finish();
+    }
+    if known {
+        return json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Only GET is served here.",
+        );
+    }
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found. Endpoints: / /realtime /v1/realtime (WebSocket), /health, /stats, /metrics.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn query_forwards_model_and_intent_only() {
+        let d = "gpt-realtime-mini";
+        assert_eq!(
+            upstream_query(&q(&[]), d).expect("ok").0,
+            "model=gpt-realtime-mini"
+        );
+        assert_eq!(
+            upstream_query(&q(&[("model", "gpt-realtime"), ("api_key", "x")]), d)
+                .expect("ok")
+                .0,
+            "model=gpt-realtime"
+        );
+        assert_eq!(
+            upstream_query(&q(&[("intent", "transcription")]), d)
+                .expect("ok")
+                .0,
+            "intent=transcription"
+        );
+        assert!(upstream_query(&q(&[("model", "a&b=c")]), d).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! # openai-realtime-relay
+//!
+//! A relay for the OpenAI Realtime API. Browsers and apps open a WebSocket here (offering the
+//! `realtime` subprotocol); the relay opens its own WebSocket to OpenAI with the server's key and
+//! relays every frame both ways, unchanged and in order.
+//!
+//! ## Map
+//!
+//! ```text
+//!            HTTP (http.rs)                   actors
+//!  client ──► /, /realtime, /v1/realtime ──► Session (session.rs) ──Admit/Release──► Registry (registry.rs)
+//!             /health /stats /metrics          │  ▲                                     ▲
+//!                                              │  │ UpstreamOpened / UpstreamEnded      │ LiveSessions
+//!                                     starts   ▼  │                                     │
+//!                                            Upstream (upstream.rs) ◄── awc ──► OpenAI  Reaper (reaper.rs)
+//!                                                                                       └─Tick─► every Session
+//! ```
+//!
+//! - `config.rs`: every environment variable, validated at once; the key is a `***` newtype.
+//! - `close.rs`: every way a session ends: close code, `error` event, metric label.
+//! - `metrics.rs`: every metric name, on a non-global Prometheus registry.
+//! - `session.rs`: one client; reads it (bounded pre-open queue, then backpressure) and owns
+//!   the session's end.
+//! - `upstream.rs`: the awc WebSocket to OpenAI; writes client frames to it and pumps its frames
+//!   straight into the client's socket.
+//! - `registry.rs`: admission under `MAX_CONNECTIONS`, the session table, `/stats`.
+//! - `reaper.rs`: heartbeats and idle eviction.
+//! - `fake_upstream.rs`: a scriptable fake of the Realtime server, for `--demo`, tests and benchmarks.
+//!
+//! The hot path is two futures per session, one per direction, each reading one socket and
+//! writing the other with backpressure; actors only see lifecycle events.
+
+#![forbid(unsafe_code)]
+
+pub mod close;
+pub mod config;
+pub mod fake_upstream;
+pub mod http;
+pub mod metrics;
+pub mod reaper;
+pub mod registry;
+pub mod session;
+pub mod upstream;
+
+use std::{io, net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
+
+use actix::{Actor, Addr};
+use actix_web::{dev::ServerHandle, web, App, HttpServer};
+
+use crate::{
+    config::Config, http::AppState, metrics::Metrics, reaper::Reaper, registry::Registry,
+    upstream::Dialer,
+};
+
+/// A running relay.
+pub struct Relay {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    registry: Addr<Registry>,
+    server: actix_web::rt::task::JoinHandle<io::Result<()>>,
+}
+
+/// Starts the relay on `listener` (bind port 0 in tests). Must be called inside an actix
+/// `System`; the registry and reaper run on the calling arbiter, sessions on the HTTP workers.
+pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Result<Relay> {
+    let tls = upstream::tls_config(config.upstream.ca_file.as_deref())?;
+    let addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
+    let registry = Registry::new(config.max_connections, metrics.clone()).start();
+    Reaper::new(
+        registry.clone(),
+        config.heartbeat_interval,
+        config.inactivity_timeout,
+    )
+    .start();
+    let state = web::Data::new(AppState {
+        registry: registry.clone(),
+        metrics,
+        started_at: Instant::now(),
+        max_connections: config.max_connections,
+        allowed_origins: config.allowed_origins.clone(),
+        allow_missing_origin: config.allow_missing_origin,
+        default_model: config.default_model.clone(),
+        max_message_size: config.max_message_size,
+        inactivity_timeout: config.inactivity_timeout,
+    });
+    let upstream = config.upstream.clone();
+    let max_message_size = config.max_message_size;
+    let server = HttpServer::new(move || {
+        let dialer = Rc::new(Dialer::new(upstream.clone(), tls.clone(), max_message_size));
+        App::new()
+            .app_data(state.clone())
+            .app_data(dialer)
+            .configure(http::routes)
+    })
+    .max_connections(config.max_connections.saturating_mul(2).max(1024))
+    .backlog(4096)
+    .shutdown_timeout(5)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let server = actix_web::rt::spawn(server);
+    Ok(Relay {
+        addr,
+        handle,
+        registry,
+        server,
+    })
+}
+
+impl Relay {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn registry(&self) -> &Addr<Registry> {
+        &self.registry
+    }
+
+    /// Stops accepting and ends the HTTP workers.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+        let _ = self.server.await;
+    }
+
+    /// Runs until the server stops.
+    pub async fn wait(self) -> io::Result<()> {
+        self.server.await.map_err(io::Error::other)?
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+}

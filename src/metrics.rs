@@ -1,0 +1,202 @@
+//! Every metric the relay exports, named once. The registry is not global, so two relays can run
+//! in one test process. Hot-path counters are resolved to label-free handles up front: relaying a
+//! frame costs two relaxed atomic adds.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::close::CloseReason;
+
+/// Direction of a relayed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToUpstream,
+    UpstreamToClient,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::ClientToUpstream => "client_to_upstream",
+            Direction::UpstreamToClient => "upstream_to_client",
+        }
+    }
+}
+
+/// Counters for one direction, cheap to clone into a pump.
+#[derive(Clone)]
+pub struct Flow {
+    pub messages: IntCounter,
+    pub bytes: IntCounter,
+}
+
+impl Flow {
+    #[inline]
+    pub fn record(&self, bytes: usize) {
+        self.messages.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_active: IntGauge,
+    pub sessions_opened: IntCounter,
+    pub sessions_closed: IntCounterVec,
+    pub sessions_rejected: IntCounterVec,
+    pub upstream_connect_seconds: Histogram,
+    pub upstream_connect_failures: IntCounterVec,
+    pub client_to_upstream: Flow,
+    pub upstream_to_client: Flow,
+}
+
+/// Reasons a session is refused at admission.
+pub const REJECT_LABELS: [&str; 3] = ["capacity_exceeded", "invalid_request", "origin_not_allowed"];
+/// Reasons an upstream dial fails.
+pub const CONNECT_FAILURE_LABELS: [&str; 5] = [
+    "upstream_unavailable",
+    "upstream_timeout",
+    "upstream_auth_failed",
+    "upstream_rate_limited",
+    "upstream_rejected",
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let sessions_active = IntGauge::new(
+            "relay_sessions_active",
+            "Client sessions currently admitted.",
+        )
+        .expect("valid metric");
+        let sessions_opened = IntCounter::new(
+            "relay_sessions_opened_total",
+            "Client sessions admitted since start.",
+        )
+        .expect("valid metric");
+        let sessions_closed = IntCounterVec::new(
+            Opts::new(
+                "relay_sessions_closed_total",
+                "Admitted sessions that ended, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let sessions_rejected = IntCounterVec::new(
+            Opts::new(
+                "relay_sessions_rejected_total",
+                "Client connections refused before any upstream dial, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let upstream_connect_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "relay_upstream_connect_seconds",
+                "Time to dial, TLS-handshake and upgrade the upstream WebSocket.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        let upstream_connect_failures = IntCounterVec::new(
+            Opts::new(
+                "relay_upstream_connect_failures_total",
+                "Upstream dials that failed, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "relay_messages_total",
+                "WebSocket data messages relayed, by direction.",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "relay_bytes_total",
+                "Payload bytes of relayed data messages, by direction.",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+
+        for label in CloseReason::LABELS {
+            sessions_closed.with_label_values(&[label]);
+        }
+        for label in REJECT_LABELS {
+            sessions_rejected.with_label_values(&[label]);
+        }
+        for label in CONNECT_FAILURE_LABELS {
+            upstream_connect_failures.with_label_values(&[label]);
+        }
+        let flow = |d: Direction| Flow {
+            messages: messages.with_label_values(&[d.label()]),
+            bytes: bytes.with_label_values(&[d.label()]),
+        };
+        let client_to_upstream = flow(Direction::ClientToUpstream);
+        let upstream_to_client = flow(Direction::UpstreamToClient);
+
+        for c in [
+            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_opened.clone()),
+            Box::new(sessions_closed.clone()),
+            Box::new(sessions_rejected.clone()),
+            Box::new(upstream_connect_seconds.clone()),
+            Box::new(upstream_connect_failures.clone()),
+            Box::new(messages),
+            Box::new(bytes),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+
+        Metrics {
+            registry,
+            sessions_active,
+            sessions_opened,
+            sessions_closed,
+            sessions_rejected,
+            upstream_connect_seconds,
+            upstream_connect_failures,
+            client_to_upstream,
+            upstream_to_client,
+        }
+    }
+
+    pub fn flow(&self, d: Direction) -> &Flow {
+        match d {
+            Direction::ClientToUpstream => &self.client_to_upstream,
+            Direction::UpstreamToClient => &self.upstream_to_client,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            log::warn!("metrics encoding failed: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// `(label, count)` for every label of a counter vector, in label order.
+    pub fn by_label(vec: &IntCounterVec, labels: &[&'static str]) -> Vec<(&'static str, u64)> {
+        labels
+            .iter()
+            .map(|l| (*l, vec.with_label_values(&[l]).get()))
+            .collect()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,445 @@
+//! `Upstream`: the relay's WebSocket to OpenAI for one session. It is started by its `Session`
+//! once the `Registry` has admitted it, dials with the server's key, hands the session a writer
+//! for client→upstream frames, and itself pumps upstream→client frames straight into the
+//! client's socket. It stops when the upstream closes (telling the session why) or when its
+//! session sends `Close` (after passing the close frame on).
+
+use std::{
+    io,
+    path::Path,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use actix_web::web::{Bytes, BytesMut};
+use actix_ws::ProtocolError;
+use awc::{
+    error::WsClientError,
+    http::header,
+    ws::{self, Codec, Frame, Message},
+    BoxedSocket,
+};
+use bytestring::ByteString;
+use futures_util::{stream::SplitStream, SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    close::CloseReason,
+    config::UpstreamConfig,
+    metrics::{Flow, Metrics},
+    session::{self, Session, Shared},
+};
+
+type Socket = actix_codec::Framed<BoxedSocket, Codec>;
+
+/// Frames queued for the upstream writer; a full queue makes the client reader wait.
+pub const WRITER_QUEUE: usize = 16;
+/// How long a closing upstream gets to take its close frame before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The sending half of an open upstream: the session's client reader feeds it.
+pub type Writer = mpsc::Sender<Message>;
+
+/// The TLS settings for a `wss://` upstream: webpki roots plus `UPSTREAM_CA_FILE`, the ring
+/// provider only, and ALPN pinned to HTTP/1.1 (a WebSocket cannot ride an h2 connection here).
+pub fn tls_config(ca_file: Option<&Path>) -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path)
+            .map_err(|e| io::Error::other(format!("UPSTREAM_CA_FILE {}: {e}", path.display())))?
+        {
+            let cert = cert.map_err(|e| {
+                io::Error::other(format!("UPSTREAM_CA_FILE {}: {e}", path.display()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                io::Error::other(format!("UPSTREAM_CA_FILE {}: {e}", path.display()))
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(io::Error::other(format!(
+                "UPSTREAM_CA_FILE {}: no PEM certificates found",
+                path.display()
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Dials upstream WebSockets. One per worker thread (`awc::Client` is not `Send`).
+pub struct Dialer {
+    client: awc::Client,
+    config: UpstreamConfig,
+    max_message_size: usize,
+}
+
+impl Dialer {
+    pub fn new(
+        config: UpstreamConfig,
+        tls: Arc<rustls::ClientConfig>,
+        max_message_size: usize,
+    ) -> Dialer {
+        let connector = awc::Connector::new()
+            .rustls_0_23(tls)
+            .timeout(config.connect_timeout)
+            .handshake_timeout(config.connect_timeout)
+            // Every open WebSocket holds a pool slot for its whole life; the registry is the limit.
+            .limit(0);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .disable_timeout()
+            .max_http_version(awc::http::Version::HTTP_11)
+            .finish();
+        Dialer {
+            client,
+            config,
+            max_message_size,
+        }
+    }
+
+    /// Opens the upstream WebSocket for `query` (`model=..` and/or `intent=..`).
+    pub async fn connect(&self, query: &str) -> Result<Socket, CloseReason> {
+        let url = format!("{}?{}", self.config.url, query);
+        let mut req = self
+            .client
+            .ws(url)
+            .max_frame_size(self.max_message_size)
+            .set_header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.config.api_key.expose()),
+            );
+        if let Some(org) = &self.config.organization {
+            req = req.set_header("OpenAI-Organization", org.as_str());
+        }
+        if let Some(project) = &self.config.project {
+            req = req.set_header("OpenAI-Project", project.as_str());
+        }
+        let timeout = self.config.connect_timeout;
+        match tokio::time::timeout(timeout, req.connect()).await {
+            Err(_) => Err(CloseReason::UpstreamTimeout {
+                after_ms: timeout.as_millis(),
+            }),
+            Ok(Ok((_, socket))) => Ok(socket),
+            Ok(Err(WsClientError::InvalidResponseStatus(status))) => Err(match status.as_u16() {
+                401 | 403 => CloseReason::UpstreamAuthFailed {
+                    status: status.as_u16(),
+                },
+                429 => CloseReason::UpstreamRateLimited,
+                s => CloseReason::UpstreamRejected { status: s },
+            }),
+            Ok(Err(WsClientError::SendRequest(e))) => {
+                if matches!(e, awc::error::SendRequestError::Timeout)
+                    || matches!(
+                        e,
+                        awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout)
+                    )
+                {
+                    Err(CloseReason::UpstreamTimeout {
+                        after_ms: timeout.as_millis(),
+                    })
+                } else {
+                    Err(CloseReason::UpstreamUnavailable {
+                        detail: e.to_string(),
+                    })
+                }
+            }
+            Ok(Err(e)) => Err(CloseReason::UpstreamUnavailable {
+                detail: format!("bad WebSocket handshake ({e})"),
+            }),
+        }
+    }
+}
+
+/// The session ends from the client or relay side: pass the close on and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    pub code: u16,
+    pub reason: String,
+}
+
+pub struct Upstream {
+    session: Addr<Session>,
+    session_id: u64,
+    client: actix_ws::Session,
+    query: String,
+    dialer: Rc<Dialer>,
+    metrics: Arc<Metrics>,
+    shared: Rc<Shared>,
+    opened: Option<oneshot::Sender<Writer>>,
+    writer: Option<Writer>,
+    reader: Option<SpawnHandle>,
+    closing: bool,
+}
+
+/// What a session hands its upstream.
+pub struct Params {
+    pub session: Addr<Session>,
+    pub session_id: u64,
+    pub client: actix_ws::Session,
+    pub query: String,
+    pub dialer: Rc<Dialer>,
+    pub metrics: Arc<Metrics>,
+    pub shared: Rc<Shared>,
+    pub opened: oneshot::Sender<Writer>,
+}
+
+impl Upstream {
+    pub fn new(p: Params) -> Upstream {
+        Upstream {
+            session: p.session,
+            session_id: p.session_id,
+            client: p.client,
+            query: p.query,
+            dialer: p.dialer,
+            metrics: p.metrics,
+            shared: p.shared,
+            opened: Some(p.opened),
+            writer: None,
+            reader: None,
+            closing: false,
+        }
+    }
+
+    fn connected(&mut self, socket: Socket, ctx: &mut Context<Self>) {
+        let (sink, stream) = socket.split();
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        ctx.spawn(
+            write_upstream(rx, sink)
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    // The writer ends after a close frame or when every sender is gone.
+                    if act.closing {
+                        ctx.stop();
+                    }
+                }),
+        );
+        let reader = read_upstream(
+            stream,
+            self.client.clone(),
+            tx.clone(),
+            self.shared.clone(),
+            self.metrics.upstream_to_client.clone(),
+            self.dialer.max_message_size,
+        );
+        self.reader = Some(ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
+            act.reader = None;
+            act.ended(reason, ctx);
+        })));
+        if let Some(opened) = self.opened.take() {
+            // The session may already be gone; then the close below follows shortly.
+            let _ = opened.send(tx.clone());
+        }
+        self.writer = Some(tx);
+    }
+
+    /// The reader ended the session: answer the upstream's close (or say why we stop reading),
+    /// tell the session, stop.
+    fn ended(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        let frame = match &reason {
+            CloseReason::UpstreamClosed { code, reason: text } => ws::CloseReason {
+                code: code.map_or(ws::CloseCode::Normal, ws::CloseCode::from),
+                description: (code.is_some() && !text.is_empty()).then(|| text.clone()),
+            },
+            CloseReason::UpstreamMessageTooLarge { .. } => ws::CloseCode::Size.into(),
+            CloseReason::UpstreamProtocolError => ws::CloseCode::Protocol.into(),
+            _ => ws::CloseCode::Normal.into(),
+        };
+        self.begin_close(Some(frame), ctx);
+        self.session.do_send(session::UpstreamEnded { reason });
+    }
+
+    /// Sends a close frame (if the socket is still writable) and stops once it is written or
+    /// the grace period is over.
+    fn begin_close(&mut self, frame: Option<ws::CloseReason>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if let Some(handle) = self.reader.take() {
+            ctx.cancel_future(handle);
+        }
+        match self.writer.take() {
+            Some(writer) => {
+                if let Some(frame) = frame {
+                    if writer.try_send(Message::Close(Some(frame))).is_err() {
+                        ctx.stop();
+                        return;
+                    }
+                }
+                ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+            }
+            None => ctx.stop(),
+        }
+    }
+}
+
+impl Actor for Upstream {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let dialer = self.dialer.clone();
+        let query = self.query.clone();
+        let started = Instant::now();
+        ctx.spawn(
+            async move { dialer.connect(&query).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    if act.closing {
+                        return;
+                    }
+                    match result {
+                        Ok(socket) => {
+                            let took = started.elapsed();
+                            act.metrics
+                                .upstream_connect_seconds
+                                .observe(took.as_secs_f64());
+                            log::debug!(
+                                "session={} upstream connected in {} ms",
+                                act.session_id,
+                                took.as_millis()
+                            );
+                            act.connected(socket, ctx);
+                            act.session.do_send(session::UpstreamOpened { took });
+                        }
+                        Err(reason) => {
+                            act.metrics
+                                .upstream_connect_failures
+                                .with_label_values(&[reason.label()])
+                                .inc();
+                            act.closing = true;
+                            act.session.do_send(session::UpstreamEnded { reason });
+                            ctx.stop();
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<Close> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        let frame = ws::CloseReason {
+            code: msg.code.into(),
+            description: (!msg.reason.is_empty()).then_some(msg.reason),
+        };
+        // Still dialing: stop now, which aborts the dial; nothing was opened, nothing is billed.
+        self.begin_close(Some(frame), ctx);
+    }
+}
+
+/// Drains the writer queue into the upstream socket, in order, until a close frame is written or
+/// every sender is gone.
+async fn write_upstream(
+    mut rx: mpsc::Receiver<Message>,
+    mut sink: futures_util::stream::SplitSink<Socket, Message>,
+) {
+    while let Some(msg) = rx.recv().await {
+        let is_close = matches!(msg, Message::Close(_));
+        if sink.send(msg).await.is_err() {
+            return;
+        }
+        if is_close {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Relays upstream frames to the client until either side ends; returns why.
+async fn read_upstream(
+    mut stream: SplitStream<Socket>,
+    mut client: actix_ws::Session,
+    writer: Writer,
+    shared: Rc<Shared>,
+    flow: Flow,
+    max_message_size: usize,
+) -> CloseReason {
+    // A fragmented message being reassembled: whether it is text, and its bytes so far.
+    let mut partial: Option<(bool, BytesMut)> = None;
+    while let Some(frame) = stream.next().await {
+        let (text, data): (bool, Bytes) = match frame {
+            Ok(Frame::Text(b)) => (true, b),
+            Ok(Frame::Binary(b)) => (false, b),
+            Ok(Frame::Continuation(item)) => {
+                use actix_ws::Item;
+                let (first, chunk, last) = match item {
+                    Item::FirstText(b) => (Some(true), b, false),
+                    Item::FirstBinary(b) => (Some(false), b, false),
+                    Item::Continue(b) => (None, b, false),
+                    Item::Last(b) => (None, b, true),
+                };
+                match (first, partial.as_mut()) {
+                    (Some(is_text), None) => partial = Some((is_text, BytesMut::from(&chunk[..]))),
+                    (None, Some((_, buf))) => buf.extend_from_slice(&chunk),
+                    _ => return CloseReason::UpstreamProtocolError,
+                }
+                let size = partial.as_ref().map_or(0, |(_, b)| b.len());
+                if size > max_message_size {
+                    return CloseReason::UpstreamMessageTooLarge {
+                        limit: max_message_size,
+                    };
+                }
+                if !last {
+                    continue;
+                }
+                match partial.take() {
+                    Some((is_text, buf)) => (is_text, buf.freeze()),
+                    None => return CloseReason::UpstreamProtocolError,
+                }
+            }
+            Ok(Frame::Ping(p)) => {
+                // Answer for the relay; if the writer queue is full the upstream is not reading
+                // anyway and a lost pong changes nothing.
+                let _ = writer.try_send(Message::Pong(p));
+                continue;
+            }
+            Ok(Frame::Pong(_)) => continue,
+            Ok(Frame::Close(reason)) => {
+                return CloseReason::UpstreamClosed {
+                    code: reason.as_ref().map(|r| u16::from(r.code)),
+                    reason: reason.and_then(|r| r.description).unwrap_or_default(),
+                }
+            }
+            Err(ProtocolError::Overflow) => {
+                return CloseReason::UpstreamMessageTooLarge {
+                    limit: max_message_size,
+                }
+            }
+            Err(ProtocolError::Io(_)) => return CloseReason::UpstreamGone,
+            Err(_) => return CloseReason::UpstreamProtocolError,
+        };
+        let len = data.len();
+        let msg = if text {
+            match ByteString::try_from(data) {
+                Ok(s) => Message::Text(s),
+                Err(_) => return CloseReason::UpstreamProtocolError,
+            }
+        } else {
+            Message::Binary(data)
+        };
+        flow.record(len);
+        shared.record_upstream_to_client(len);
+        shared.client_write_blocked.set(true);
+        let sent = client.send(msg).await;
+        shared.client_write_blocked.set(false);
+        if sent.is_err() {
+            return CloseReason::ClientGone;
+        }
+    }
+    CloseReason::UpstreamGone
+}
