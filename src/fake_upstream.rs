@@ -64,6 +64,9 @@ pub struct Script {
     pub drop_after_open: bool,
     /// Frames and aggregated messages up to this many bytes are accepted.
     pub max_message_size: usize,
+    /// Keep every received message for [`Recorder::messages`]. Off for long benchmarks, where
+    /// keeping them would grow without bound; [`Recorder::message_count`] still counts them.
+    pub record_messages: bool,
 }
 
 impl Script {
@@ -89,6 +92,7 @@ impl Script {
             close_after_open: None,
             drop_after_open: false,
             max_message_size: 64 * 1024 * 1024,
+            record_messages: true,
         }
     }
 }
@@ -173,6 +177,7 @@ struct Records {
     next_connection: u64,
     handshakes: Vec<Handshake>,
     messages: Vec<Received>,
+    message_count: u64,
     closes: Vec<Closed>,
     open: usize,
 }
@@ -212,7 +217,15 @@ impl Recorder {
     }
 
     fn record_message(&self, connection: u64, frame: Frame) {
-        self.update(|r| r.messages.push(Received { connection, frame }));
+        self.update(|r| {
+            r.message_count += 1;
+            r.messages.push(Received { connection, frame })
+        });
+    }
+
+    /// Counts a message without keeping it; nothing waits on the count, so no one is woken.
+    fn count_message(&self) {
+        self.lock().message_count += 1;
     }
 
     fn opened(&self) {
@@ -234,6 +247,11 @@ impl Recorder {
     /// Data messages received, in order.
     pub fn messages(&self) -> Vec<Received> {
         self.lock().messages.clone()
+    }
+
+    /// Data messages received, kept or not (see [`Script::record_messages`]).
+    pub fn message_count(&self) -> u64 {
+        self.lock().message_count
     }
 
     /// One entry per ended WebSocket connection.
@@ -326,7 +344,12 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Binds 127.0.0.1:0 and starts serving `ws://`. Call from inside a running actix System.
     pub async fn start(script: Script) -> std::io::Result<FakeUpstream> {
-        Self::start_inner(script, None).await
+        Self::start_inner(script, None, 0).await
+    }
+
+    /// Binds 127.0.0.1:`port` (0 = any free port) and starts serving `ws://`.
+    pub async fn start_on_port(script: Script, port: u16) -> std::io::Result<FakeUpstream> {
+        Self::start_inner(script, None, port).await
     }
 
     /// Binds 127.0.0.1:0 and starts serving `wss://` with `tls`.
@@ -334,18 +357,19 @@ impl FakeUpstream {
         script: Script,
         tls: rustls::ServerConfig,
     ) -> std::io::Result<FakeUpstream> {
-        Self::start_inner(script, Some(tls)).await
+        Self::start_inner(script, Some(tls), 0).await
     }
 
     async fn start_inner(
         script: Script,
         tls: Option<rustls::ServerConfig>,
+        port: u16,
     ) -> std::io::Result<FakeUpstream> {
         let shared = Arc::new(Shared {
             recorder: Arc::new(Recorder::new()),
             script: Mutex::new(script),
         });
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let data = web::Data::from(Arc::clone(&shared));
         let server = HttpServer::new(move || {
@@ -667,8 +691,12 @@ impl Connection {
             };
             match msg {
                 AggregatedMessage::Text(text) => {
-                    self.recorder
-                        .record_message(self.id, Frame::Text(text.to_string()));
+                    if self.script.record_messages {
+                        self.recorder
+                            .record_message(self.id, Frame::Text(text.to_string()));
+                    } else {
+                        self.recorder.count_message();
+                    }
                     let replied = match self.script.mode {
                         _ if !replying => Ok(()),
                         Mode::Echo => self.session.text(text).await,
@@ -678,8 +706,12 @@ impl Connection {
                     replying &= replied.is_ok();
                 }
                 AggregatedMessage::Binary(bytes) => {
-                    self.recorder
-                        .record_message(self.id, Frame::Binary(bytes.to_vec()));
+                    if self.script.record_messages {
+                        self.recorder
+                            .record_message(self.id, Frame::Binary(bytes.to_vec()));
+                    } else {
+                        self.recorder.count_message();
+                    }
                     if replying && self.on_binary(bytes).await.is_err() {
                         replying = false;
                     }
@@ -1348,6 +1380,29 @@ mod tests {
             Some(Ok(ws::Frame::Pong(p))) => assert_eq!(&p[..], b"p"),
             other => panic!("expected only a pong after the count, got {other:?}"),
         }
+        fake.stop().await;
+    }
+
+    /// With record_messages off, messages are still echoed and counted but not kept.
+    #[actix_web::test]
+    async fn unrecorded_messages_are_counted_only() {
+        let fake = FakeUpstream::start(Script {
+            record_messages: false,
+            ..Script::echo()
+        })
+        .await
+        .unwrap();
+        let (_, mut framed) = connect(&fake.url()).await;
+        assert_eq!(next_json(&mut framed).await["type"], "session.created");
+        for text in ["one", "two"] {
+            send(&mut framed, ws::Message::Text(text.into())).await;
+            match next_frame(&mut framed).await {
+                Some(Ok(ws::Frame::Text(got))) => assert_eq!(&got[..], text.as_bytes()),
+                other => panic!("expected the echo, got {other:?}"),
+            }
+        }
+        assert_eq!(fake.recorder().message_count(), 2);
+        assert!(fake.recorder().messages().is_empty());
         fake.stop().await;
     }
 
