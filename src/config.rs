@@ -62,6 +62,33 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The warm upstream pool: sockets opened ahead of clients, per model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Warm sockets kept per pooled model (0 = no pool).
+    pub size: usize,
+    /// Models pooled besides `DEFAULT_MODEL`.
+    pub models: Vec<String>,
+    /// A warm socket older than this is closed and replaced.
+    pub max_idle: Duration,
+}
+
+impl PoolConfig {
+    /// Every pooled model, the default first; empty when the pool is off.
+    pub fn pooled_models(&self, default_model: &str) -> Vec<String> {
+        if self.size == 0 {
+            return Vec::new();
+        }
+        let mut models = vec![default_model.to_string()];
+        for m in &self.models {
+            if !models.contains(m) {
+                models.push(m.clone());
+            }
+        }
+        models
+    }
+}
+
 /// Everything the relay needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +103,7 @@ pub struct Config {
     pub allowed_origins: AllowedOrigins,
     pub allow_missing_origin: bool,
     pub max_message_size: usize,
+    pub pool: PoolConfig,
     pub debug: bool,
 }
 
@@ -315,6 +343,21 @@ impl Config {
                 });
             }
         }
+        let pool_size = r.number::<usize>("UPSTREAM_POOL_SIZE", 0, 0);
+        let pool_models_raw = r.string("UPSTREAM_POOL_MODELS", "");
+        let pool_models: Vec<String> = pool_models_raw
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if let Some(bad) = pool_models.iter().find(|m| !is_query_safe(m)) {
+            r.invalid(
+                "UPSTREAM_POOL_MODELS",
+                &pool_models_raw,
+                format!("{bad:?} may contain only letters, digits, '-', '_', '.' and ':'"),
+            );
+        }
+        let pool_max_idle = r.millis("UPSTREAM_POOL_MAX_IDLE", 60_000);
         let debug = r.boolean("DEBUG", false);
 
         if !r.errors.is_empty() {
@@ -339,6 +382,11 @@ impl Config {
             allowed_origins,
             allow_missing_origin,
             max_message_size,
+            pool: PoolConfig {
+                size: pool_size,
+                models: pool_models,
+                max_idle: pool_max_idle,
+            },
             debug,
         })
     }
@@ -400,6 +448,24 @@ mod tests {
         assert_eq!(c.max_message_size, 24 * MIB);
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(10));
         assert!(!c.production && !c.debug);
+        assert_eq!(c.pool.size, 0);
+        assert!(c.pool.pooled_models(&c.default_model).is_empty());
+        assert_eq!(c.pool.max_idle, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn pool_models_start_with_the_default() {
+        let c = parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("UPSTREAM_POOL_SIZE", "2"),
+            ("UPSTREAM_POOL_MODELS", "gpt-realtime, gpt-realtime-mini"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.pool.pooled_models(&c.default_model),
+            vec!["gpt-realtime-mini".to_string(), "gpt-realtime".to_string()]
+        );
+        assert!(parse(&[("OPENAI_API_KEY", "k"), ("UPSTREAM_POOL_MODELS", "a&b")]).is_err());
     }
 
     #[test]

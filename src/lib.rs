@@ -37,12 +37,13 @@ pub mod config;
 pub mod fake_upstream;
 pub mod http;
 pub mod metrics;
+pub mod pool;
 pub mod reaper;
 pub mod registry;
 pub mod session;
 pub mod upstream;
 
-use std::{io, net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
+use std::{io, net::SocketAddr, sync::Arc, time::Instant};
 
 use actix::{Actor, Addr};
 use actix_web::{dev::ServerHandle, web, App, HttpServer};
@@ -65,7 +66,11 @@ pub struct Relay {
 pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Result<Relay> {
     let tls = upstream::tls_config(config.upstream.ca_file.as_deref())?;
     let addr = listener.local_addr()?;
-    let metrics = Arc::new(Metrics::new());
+    let pool_models = config.pool.pooled_models(&config.default_model);
+    let metrics = Arc::new(Metrics::new(&pool_models));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_worker = pool::per_worker(config.pool.size, workers);
+    let pool_max_idle = config.pool.max_idle;
     let registry = Registry::new(config.max_connections, metrics.clone()).start();
     Reaper::new(
         registry.clone(),
@@ -86,15 +91,23 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     });
     let upstream = config.upstream.clone();
     let max_message_size = config.max_message_size;
+    let dialer_metrics = state.metrics.clone();
     let server = HttpServer::new(move || {
-        let dialer = Rc::new(Dialer::new(upstream.clone(), tls.clone(), max_message_size));
+        let pool = (!pool_models.is_empty())
+            .then(|| pool::Pool::new(&pool_models, per_worker, pool_max_idle));
+        let dialer = Dialer::new(
+            upstream.clone(),
+            tls.clone(),
+            max_message_size,
+            dialer_metrics.clone(),
+            pool,
+        );
         App::new()
             .app_data(state.clone())
             .app_data(dialer)
             .configure(http::routes)
     })
-    .max_connections(config.max_connections.saturating_mul(2).max(1024))
-    .backlog(4096)
+    .workers(workers)
     .shutdown_timeout(5)
     .disable_signals()
     .listen(listener)?

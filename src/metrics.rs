@@ -3,8 +3,8 @@
 //! frame costs two relaxed atomic adds.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::close::CloseReason;
@@ -50,6 +50,11 @@ pub struct Metrics {
     pub upstream_connect_failures: IntCounterVec,
     pub client_to_upstream: Flow,
     pub upstream_to_client: Flow,
+    pub upstream_pool_warm: IntGaugeVec,
+    pub upstream_pool_hits: IntCounterVec,
+    pub upstream_pool_misses: IntCounterVec,
+    pub upstream_pool_expired: IntCounterVec,
+    pub upstream_pool_age_seconds: Histogram,
 }
 
 /// Reasons a session is refused at admission.
@@ -64,7 +69,8 @@ pub const CONNECT_FAILURE_LABELS: [&str; 5] = [
 ];
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `pool_models` are the pooled models: the closed set of the pool metrics' `model` label.
+    pub fn new(pool_models: &[String]) -> Metrics {
         let registry = Registry::new();
         let sessions_active = IntGauge::new(
             "relay_sessions_active",
@@ -127,6 +133,44 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let upstream_pool_warm = IntGaugeVec::new(
+            Opts::new(
+                "relay_upstream_pool_warm",
+                "Warm upstream sockets waiting in the pool, by model.",
+            ),
+            &["model"],
+        )
+        .expect("valid metric");
+        let pool_counter = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["model"]).expect("valid metric")
+        };
+        let upstream_pool_hits = pool_counter(
+            "relay_upstream_pool_hits_total",
+            "Sessions that got a warm upstream socket from the pool.",
+        );
+        let upstream_pool_misses = pool_counter(
+            "relay_upstream_pool_misses_total",
+            "Sessions for a pooled model that found the pool empty and dialed.",
+        );
+        let upstream_pool_expired = pool_counter(
+            "relay_upstream_pool_expired_total",
+            "Warm sockets closed unused (past UPSTREAM_POOL_MAX_IDLE, or closed by the upstream).",
+        );
+        let upstream_pool_age_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "relay_upstream_pool_age_seconds",
+                "Age of warm sockets when a session took them.",
+            )
+            .buckets(vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+        )
+        .expect("valid metric");
+        for model in pool_models {
+            upstream_pool_warm.with_label_values(&[model]);
+            upstream_pool_hits.with_label_values(&[model]);
+            upstream_pool_misses.with_label_values(&[model]);
+            upstream_pool_expired.with_label_values(&[model]);
+        }
+
         for label in CloseReason::LABELS {
             sessions_closed.with_label_values(&[label]);
         }
@@ -152,6 +196,11 @@ impl Metrics {
             Box::new(upstream_connect_failures.clone()),
             Box::new(messages),
             Box::new(bytes),
+            Box::new(upstream_pool_warm.clone()),
+            Box::new(upstream_pool_hits.clone()),
+            Box::new(upstream_pool_misses.clone()),
+            Box::new(upstream_pool_expired.clone()),
+            Box::new(upstream_pool_age_seconds.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -166,6 +215,11 @@ impl Metrics {
             upstream_connect_failures,
             client_to_upstream,
             upstream_to_client,
+            upstream_pool_warm,
+            upstream_pool_hits,
+            upstream_pool_misses,
+            upstream_pool_expired,
+            upstream_pool_age_seconds,
         }
     }
 
@@ -197,6 +251,6 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(&[])
     }
 }

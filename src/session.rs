@@ -177,6 +177,7 @@ impl Session {
                 session_id: id,
                 client: self.client.clone(),
                 query: self.query.clone(),
+                model: self.model.clone(),
                 dialer: self.dialer.clone(),
                 metrics: self.metrics.clone(),
                 shared: self.shared.clone(),

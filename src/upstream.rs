@@ -5,6 +5,7 @@
 //! session sends `Close` (after passing the close frame on).
 
 use std::{
+    cell::Cell,
     io,
     path::Path,
     rc::Rc,
@@ -29,10 +30,16 @@ use crate::{
     close::CloseReason,
     config::UpstreamConfig,
     metrics::{Flow, Metrics},
+    pool::{Pool, Warm},
     session::{self, Session, Shared},
 };
 
-type Socket = actix_codec::Framed<BoxedSocket, Codec>;
+/// The query a pooled socket for `model` is opened with.
+fn pool_query(model: &str) -> String {
+    format!("model={model}")
+}
+
+pub type Socket = actix_codec::Framed<BoxedSocket, Codec>;
 
 /// Frames queued for the upstream writer; a full queue makes the client reader wait.
 pub const WRITER_QUEUE: usize = 16;
@@ -78,19 +85,33 @@ pub fn tls_config(ca_file: Option<&Path>) -> io::Result<Arc<rustls::ClientConfig
     Ok(Arc::new(config))
 }
 
-/// Dials upstream WebSockets. One per worker thread (`awc::Client` is not `Send`).
+/// Dials upstream WebSockets and keeps the worker's warm pool. One per HTTP worker thread
+/// (`awc::Client` and its sockets are not `Send`).
 pub struct Dialer {
     client: awc::Client,
     config: UpstreamConfig,
     max_message_size: usize,
+    metrics: Arc<Metrics>,
+    pool: Option<Pool>,
+}
+
+/// An upstream socket ready for a session, and what it received before the session took it.
+pub struct Opened {
+    pub socket: Socket,
+    pub replay: Vec<Message>,
+    /// Whether it came warm from the pool.
+    pub pooled: bool,
 }
 
 impl Dialer {
+    /// Builds the worker's dialer; with a pool, starts filling it and its maintenance tick.
     pub fn new(
         config: UpstreamConfig,
         tls: Arc<rustls::ClientConfig>,
         max_message_size: usize,
-    ) -> Dialer {
+        metrics: Arc<Metrics>,
+        pool: Option<Pool>,
+    ) -> Rc<Dialer> {
         let connector = awc::Connector::new()
             .rustls_0_23(tls)
             .timeout(config.connect_timeout)
@@ -102,15 +123,175 @@ impl Dialer {
             .disable_timeout()
             .max_http_version(awc::http::Version::HTTP_11)
             .finish();
-        Dialer {
+        let dialer = Rc::new(Dialer {
             client,
             config,
             max_message_size,
+            metrics,
+            pool,
+        });
+        if let Some(pool) = &dialer.pool {
+            let tick =
+                (pool.max_idle() / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+            let weak = Rc::downgrade(&dialer);
+            actix_web::rt::spawn(async move {
+                let mut interval = tokio::time::interval(tick);
+                loop {
+                    interval.tick().await;
+                    let Some(dialer) = weak.upgrade() else { break };
+                    dialer.maintain();
+                }
+            });
         }
+        dialer
+    }
+
+    /// An upstream for `query`: a warm one from the pool when `model` is pooled and one is
+    /// ready, a fresh dial otherwise.
+    pub async fn open(self: Rc<Self>, query: &str, model: &str) -> Result<Opened, CloseReason> {
+        if let Some(pool) = &self.pool {
+            if pool.pools(model) && query == pool_query(model) {
+                let (warm, dead) = pool.take(model);
+                let m = &self.metrics;
+                m.upstream_pool_expired
+                    .with_label_values(&[model])
+                    .inc_by(dead as u64);
+                if let Some(warm) = warm {
+                    m.upstream_pool_warm
+                        .with_label_values(&[model])
+                        .sub(1 + dead as i64);
+                    m.upstream_pool_hits.with_label_values(&[model]).inc();
+                    m.upstream_pool_age_seconds
+                        .observe(warm.opened_at.elapsed().as_secs_f64());
+                    self.refill(model);
+                    return Ok(Opened {
+                        socket: warm.socket,
+                        replay: warm.replay,
+                        pooled: true,
+                    });
+                }
+                m.upstream_pool_warm
+                    .with_label_values(&[model])
+                    .sub(dead as i64);
+                m.upstream_pool_misses.with_label_values(&[model]).inc();
+                self.refill(model);
+            }
+        }
+        let socket = self.connect(query).await?;
+        Ok(Opened {
+            socket,
+            replay: Vec::new(),
+            pooled: false,
+        })
+    }
+
+    /// Expires old warm sockets and tops every shelf up.
+    fn maintain(self: &Rc<Self>) {
+        let Some(pool) = &self.pool else { return };
+        for (model, n) in pool.expire() {
+            log::debug!("upstream pool: closed {n} warm socket(s) for model={model} (idle limit)");
+            self.metrics
+                .upstream_pool_expired
+                .with_label_values(&[&model])
+                .inc_by(n as u64);
+            self.metrics
+                .upstream_pool_warm
+                .with_label_values(&[&model])
+                .sub(n as i64);
+        }
+        for model in pool.models() {
+            self.refill(&model);
+        }
+    }
+
+    /// Starts the dials that bring `model`'s shelf back to its target.
+    fn refill(self: &Rc<Self>, model: &str) {
+        let Some(pool) = &self.pool else { return };
+        for _ in 0..pool.reserve_dials(model) {
+            let dialer = self.clone();
+            let model = model.to_string();
+            actix_web::rt::spawn(async move {
+                let warm = dialer.dial_warm(&model).await;
+                let Some(pool) = &dialer.pool else { return };
+                match warm {
+                    Ok(warm) => {
+                        if pool.dial_done(&model, Some(warm)) {
+                            dialer
+                                .metrics
+                                .upstream_pool_warm
+                                .with_label_values(&[&model])
+                                .inc();
+                        }
+                    }
+                    Err(reason) => {
+                        log::warn!(
+                            "upstream pool: dial for model={model} failed: {}",
+                            reason.message()
+                        );
+                        pool.dial_done(&model, None);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Opens a socket for the pool and waits for its first event (`session.created`).
+    async fn dial_warm(&self, model: &str) -> Result<Warm, CloseReason> {
+        let opened_at = Instant::now();
+        let mut socket = self.connect(&pool_query(model)).await?;
+        let mut replay = Vec::new();
+        let first = tokio::time::timeout(self.config.connect_timeout, async {
+            while let Some(frame) = socket.next().await {
+                match frame {
+                    Ok(Frame::Text(b)) => {
+                        return ByteString::try_from(b).ok().map(Message::Text);
+                    }
+                    Ok(Frame::Binary(b)) => return Some(Message::Binary(b)),
+                    Ok(Frame::Ping(p)) => {
+                        let _ = socket.send(Message::Pong(p)).await;
+                    }
+                    Ok(Frame::Pong(_)) => {}
+                    _ => return None,
+                }
+            }
+            None
+        })
+        .await;
+        match first {
+            Ok(Some(msg)) => replay.push(msg),
+            Ok(None) => return Err(CloseReason::UpstreamGone),
+            Err(_) => {
+                return Err(CloseReason::UpstreamTimeout {
+                    after_ms: self.config.connect_timeout.as_millis(),
+                })
+            }
+        }
+        Ok(Warm {
+            socket,
+            replay,
+            opened_at,
+        })
     }
 
     /// Opens the upstream WebSocket for `query` (`model=..` and/or `intent=..`).
     pub async fn connect(&self, query: &str) -> Result<Socket, CloseReason> {
+        let started = Instant::now();
+        let result = self.dial(query).await;
+        match &result {
+            Ok(_) => self
+                .metrics
+                .upstream_connect_seconds
+                .observe(started.elapsed().as_secs_f64()),
+            Err(reason) => self
+                .metrics
+                .upstream_connect_failures
+                .with_label_values(&[reason.label()])
+                .inc(),
+        }
+        result
+    }
+
+    async fn dial(&self, query: &str) -> Result<Socket, CloseReason> {
         let url = format!("{}?{}", self.config.url, query);
         let mut req = self
             .client
@@ -175,12 +356,16 @@ pub struct Upstream {
     session_id: u64,
     client: actix_ws::Session,
     query: String,
+    model: String,
     dialer: Rc<Dialer>,
     metrics: Arc<Metrics>,
     shared: Rc<Shared>,
     opened: Option<oneshot::Sender<Writer>>,
     writer: Option<Writer>,
-    reader: Option<SpawnHandle>,
+    /// Set when closing: the reader drops upstream frames instead of forwarding them.
+    draining: Rc<Cell<bool>>,
+    reader_done: bool,
+    writer_done: bool,
     closing: bool,
 }
 
@@ -190,6 +375,7 @@ pub struct Params {
     pub session_id: u64,
     pub client: actix_ws::Session,
     pub query: String,
+    pub model: String,
     pub dialer: Rc<Dialer>,
     pub metrics: Arc<Metrics>,
     pub shared: Rc<Shared>,
@@ -203,51 +389,66 @@ impl Upstream {
             session_id: p.session_id,
             client: p.client,
             query: p.query,
+            model: p.model,
             dialer: p.dialer,
             metrics: p.metrics,
             shared: p.shared,
             opened: Some(p.opened),
             writer: None,
-            reader: None,
+            draining: Rc::new(Cell::new(false)),
+            reader_done: false,
+            writer_done: false,
             closing: false,
         }
     }
 
-    fn connected(&mut self, socket: Socket, ctx: &mut Context<Self>) {
-        let (sink, stream) = socket.split();
+    fn connected(&mut self, opened: Opened, ctx: &mut Context<Self>) {
+        let (sink, stream) = opened.socket.split();
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         ctx.spawn(
             write_upstream(rx, sink)
                 .into_actor(self)
                 .map(|_, act, ctx| {
-                    // The writer ends after a close frame or when every sender is gone.
-                    if act.closing {
+                    // The writer ends after our close frame (or when every sender is gone). The
+                    // socket stays open until the upstream answers the close, so it sees the
+                    // frame before the connection ends; if it already has, stop now.
+                    act.writer_done = true;
+                    if act.closing && act.reader_done {
                         ctx.stop();
                     }
                 }),
         );
         let reader = read_upstream(
+            opened.replay,
             stream,
-            self.client.clone(),
-            tx.clone(),
-            self.shared.clone(),
-            self.metrics.upstream_to_client.clone(),
-            self.dialer.max_message_size,
+            ToClient {
+                client: self.client.clone(),
+                writer: tx.clone(),
+                shared: self.shared.clone(),
+                draining: self.draining.clone(),
+                flow: self.metrics.upstream_to_client.clone(),
+                max_message_size: self.dialer.max_message_size,
+            },
         );
-        self.reader = Some(ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
-            act.reader = None;
+        ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
+            act.reader_done = true;
             act.ended(reason, ctx);
-        })));
+        }));
         if let Some(opened) = self.opened.take() {
-            // The session may already be gone; then the close below follows shortly.
+            // The session may already be gone; then its close follows shortly.
             let _ = opened.send(tx.clone());
         }
         self.writer = Some(tx);
     }
 
-    /// The reader ended the session: answer the upstream's close (or say why we stop reading),
-    /// tell the session, stop.
+    /// The reader ended. If we were closing, this was the upstream's answer: stop. Otherwise the
+    /// upstream ended the session: answer its close (or say why we stop), tell the session, stop
+    /// once our close frame is written.
     fn ended(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        if self.closing {
+            ctx.stop();
+            return;
+        }
         let frame = match &reason {
             CloseReason::UpstreamClosed { code, reason: text } => ws::CloseReason {
                 code: code.map_or(ws::CloseCode::Normal, ws::CloseCode::from),
@@ -257,32 +458,29 @@ impl Upstream {
             CloseReason::UpstreamProtocolError => ws::CloseCode::Protocol.into(),
             _ => ws::CloseCode::Normal.into(),
         };
-        self.begin_close(Some(frame), ctx);
         self.session.do_send(session::UpstreamEnded { reason });
+        self.begin_close(frame, ctx);
     }
 
-    /// Sends a close frame (if the socket is still writable) and stops once it is written or
-    /// the grace period is over.
-    fn begin_close(&mut self, frame: Option<ws::CloseReason>, ctx: &mut Context<Self>) {
+    /// Sends the upstream a close frame and stops forwarding its frames. The actor stops when
+    /// the close handshake is complete (reader and writer done) or after `CLOSE_GRACE`.
+    fn begin_close(&mut self, frame: ws::CloseReason, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
         self.closing = true;
-        if let Some(handle) = self.reader.take() {
-            ctx.cancel_future(handle);
+        self.draining.set(true);
+        let Some(writer) = self.writer.take() else {
+            // Not connected yet: stopping drops the dial; nothing was opened.
+            ctx.stop();
+            return;
+        };
+        if writer.try_send(Message::Close(Some(frame))).is_err() || self.reader_done && self.writer_done
+        {
+            ctx.stop();
+            return;
         }
-        match self.writer.take() {
-            Some(writer) => {
-                if let Some(frame) = frame {
-                    if writer.try_send(Message::Close(Some(frame))).is_err() {
-                        ctx.stop();
-                        return;
-                    }
-                }
-                ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
-            }
-            None => ctx.stop(),
-        }
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 }
 
@@ -292,33 +490,28 @@ impl Actor for Upstream {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let dialer = self.dialer.clone();
         let query = self.query.clone();
+        let model = self.model.clone();
         let started = Instant::now();
         ctx.spawn(
-            async move { dialer.connect(&query).await }
+            async move { dialer.open(&query, &model).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     if act.closing {
                         return;
                     }
                     match result {
-                        Ok(socket) => {
+                        Ok(opened) => {
                             let took = started.elapsed();
-                            act.metrics
-                                .upstream_connect_seconds
-                                .observe(took.as_secs_f64());
                             log::debug!(
-                                "session={} upstream connected in {} ms",
+                                "session={} upstream open in {} ms pooled={}",
                                 act.session_id,
-                                took.as_millis()
+                                took.as_millis(),
+                                opened.pooled
                             );
-                            act.connected(socket, ctx);
+                            act.connected(opened, ctx);
                             act.session.do_send(session::UpstreamOpened { took });
                         }
                         Err(reason) => {
-                            act.metrics
-                                .upstream_connect_failures
-                                .with_label_values(&[reason.label()])
-                                .inc();
                             act.closing = true;
                             act.session.do_send(session::UpstreamEnded { reason });
                             ctx.stop();
@@ -338,7 +531,7 @@ impl Handler<Close> for Upstream {
             description: (!msg.reason.is_empty()).then_some(msg.reason),
         };
         // Still dialing: stop now, which aborts the dial; nothing was opened, nothing is billed.
-        self.begin_close(Some(frame), ctx);
+        self.begin_close(frame, ctx);
     }
 }
 
@@ -350,25 +543,49 @@ async fn write_upstream(
 ) {
     while let Some(msg) = rx.recv().await {
         let is_close = matches!(msg, Message::Close(_));
-        if sink.send(msg).await.is_err() {
+        if sink.send(msg).await.is_err() || is_close {
             return;
         }
-        if is_close {
-            break;
-        }
     }
-    let _ = sink.close().await;
 }
 
 /// Relays upstream frames to the client until either side ends; returns why.
-async fn read_upstream(
-    mut stream: SplitStream<Socket>,
-    mut client: actix_ws::Session,
+/// What the upstream reader writes to: the client socket (and the upstream writer, for pongs).
+struct ToClient {
+    client: actix_ws::Session,
     writer: Writer,
     shared: Rc<Shared>,
+    draining: Rc<Cell<bool>>,
     flow: Flow,
     max_message_size: usize,
+}
+
+async fn read_upstream(
+    replay: Vec<Message>,
+    mut stream: SplitStream<Socket>,
+    to: ToClient,
 ) -> CloseReason {
+    let ToClient {
+        mut client,
+        writer,
+        shared,
+        draining,
+        flow,
+        max_message_size,
+    } = to;
+    // Frames a pooled socket received before this session took it (`session.created`).
+    for msg in replay {
+        let len = match &msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        flow.record(len);
+        shared.record_upstream_to_client(len);
+        if client.send(msg).await.is_err() {
+            return CloseReason::ClientGone;
+        }
+    }
     // A fragmented message being reassembled: whether it is text, and its bytes so far.
     let mut partial: Option<(bool, BytesMut)> = None;
     while let Some(frame) = stream.next().await {
@@ -423,6 +640,10 @@ async fn read_upstream(
             Err(ProtocolError::Io(_)) => return CloseReason::UpstreamGone,
             Err(_) => return CloseReason::UpstreamProtocolError,
         };
+        if draining.get() {
+            // Closing: wait for the upstream's close without relaying anything more.
+            continue;
+        }
         let len = data.len();
         let msg = if text {
             match ByteString::try_from(data) {
