@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: compile in the full Rust image, run in a slim Debian image.
+#
+#   docker build -t openai-realtime-relay .
+#   docker run --rm -p 8080:8080 --env-file .env openai-realtime-relay
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+# The cache mounts keep the crate registry and compiled dependencies between builds (BuildKit);
+# the binary is copied out because the target directory is not part of the image layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+    && cp target/release/openai-realtime-relay /usr/local/bin/openai-realtime-relay
+
+FROM debian:bookworm-slim
+# The binary carries its own webpki roots for the upstream; the system store is there for
+# operators who mount a private CA (UPSTREAM_CA_FILE) or debug TLS from inside the container.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin relay
+COPY --from=build /usr/local/bin/openai-realtime-relay /usr/local/bin/openai-realtime-relay
+USER relay
+# Inside a container the relay must listen on every interface; publish the port with -p.
+ENV HOST=0.0.0.0 PORT=8080
+EXPOSE 8080
+# docker stop sends this; the relay stops on SIGTERM as on SIGINT.
+STOPSIGNAL SIGTERM
+# No HEALTHCHECK yet: this image has no curl, and a `healthcheck` subcommand of the binary that
+# queries /health is planned (the operations issue). Until then, probe GET /health from outside.
+CMD ["openai-realtime-relay"]
