@@ -104,6 +104,8 @@ pub struct Config {
     pub allow_missing_origin: bool,
     pub max_message_size: usize,
     pub pool: PoolConfig,
+    /// HTTP worker threads; each runs its share of the sessions.
+    pub workers: usize,
     pub debug: bool,
 }
 
@@ -358,6 +360,8 @@ impl Config {
             );
         }
         let pool_max_idle = r.millis("UPSTREAM_POOL_MAX_IDLE", 60_000);
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = r.number::<usize>("WORKERS", cpus, 1);
         let debug = r.boolean("DEBUG", false);
 
         if !r.errors.is_empty() {
@@ -387,6 +391,7 @@ impl Config {
                 models: pool_models,
                 max_idle: pool_max_idle,
             },
+            workers,
             debug,
         })
     }

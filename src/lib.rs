@@ -68,7 +68,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let addr = listener.local_addr()?;
     let pool_models = config.pool.pooled_models(&config.default_model);
     let metrics = Arc::new(Metrics::new(&pool_models));
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = config.workers;
     let per_worker = pool::per_worker(config.pool.size, workers);
     let pool_max_idle = config.pool.max_idle;
     let registry = Registry::new(config.max_connections, metrics.clone()).start();
