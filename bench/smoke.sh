@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# End-to-end smoke run of the load generator through the relay, for CI: starts the fake upstream
+# (echo) and the relay in front of it, sends 2 sessions x 5 messages, and checks that both
+# sessions opened and every message came back. Asserts no times.
+#
+# usage: bench/smoke.sh [DIR | RELAY_BIN]   (default target/debug; DIR holds both binaries)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. bench/lib.sh
+
+target=${1:-target/debug}
+if [ -d "$target" ]; then
+    RELAY=$target/openai-realtime-relay
+else
+    RELAY=$target
+fi
+BENCH=$(dirname "$RELAY")/relay-bench
+if [ ! -x "$RELAY" ] || [ ! -x "$BENCH" ]; then
+    profile=()
+    case "$RELAY" in *release*) profile=(--release) ;; esac
+    echo "smoke: building the binaries"
+    cargo build --locked "${profile[@]}" --bin openai-realtime-relay --bin relay-bench
+fi
+
+WORK=$(mktemp -d)
+FAKE_PID=
+RELAY_PID=
+cleanup() {
+    for pid in $RELAY_PID $FAKE_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+start_fake "$BENCH" "$WORK/fake.out" --mode echo
+start_relay "$RELAY" "$WORK/relay.log" "$FAKE_URL" MAX_CONNECTIONS=10
+
+url="ws://127.0.0.1:$RELAY_PORT/v1/realtime?model=gpt-realtime"
+if ! timeout 60 "$BENCH" load --url "$url" --sessions 2 --bytes 300 --window 1 \
+    --duration 30 --messages 5 --json >"$WORK/load.json" 2>"$WORK/load.err"; then
+    cat "$WORK/load.err" >&2
+    die "relay-bench load failed"
+fi
+cat "$WORK/load.err"
+json=$(cat "$WORK/load.json")
+echo "$json"
+# serde_json prints compact JSON with sorted keys: a plain match is enough.
+for want in '"sessions_ok":2' '"sessions_failed":0' '"messages":10' '"lost":0'; do
+    case "$json" in
+    *"$want"*) ;;
+    *) die "expected $want in the load report" ;;
+    esac
+done
+echo "smoke: ok (2 sessions x 5 messages through the relay)"
