@@ -1,0 +1,75 @@
+//! Slow peers: a client that stops reading while the upstream streams is closed and counted,
+//! with the relay holding at most a bounded amount for it meanwhile.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use openai_realtime_relay::fake_upstream::{Mode, Script};
+
+/// A client that never reads while the upstream streams audio as fast as it can: the relay
+/// stops reading the upstream (backpressure), the client misses its heartbeats, and the session
+/// is closed as `client_too_slow`, its upstream closed with it.
+#[actix_web::test]
+async fn client_that_stops_reading_is_closed_and_counted() {
+    let h = start(
+        Script::with_mode(Mode::Stream {
+            message_bytes: 64 * 1024,
+            interval: None,
+            count: None,
+        }),
+        &[("HEARTBEAT_INTERVAL", "200")],
+    )
+    .await;
+    // Connect and never read again.
+    let (_, ws) = connect_with(&format!("{}/realtime", h.base), &["realtime"], &[])
+        .await
+        .expect("upgrade");
+    let closes = h
+        .fake
+        .recorder()
+        .wait_closes(1, T)
+        .await
+        .expect("the stalled session's upstream is closed");
+    assert_eq!(closes.len(), 1);
+    let (_, stats) = get(&format!("{}/stats", h.http()), &[]).await;
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(stats["closed_by_reason"]["client_too_slow"], 1, "{stats}");
+    assert_eq!(stats["active_sessions"], 0, "{stats}");
+    // The relay did not buffer the stream: it relayed far less than the fake could produce in
+    // the time it took (the kernel buffers and a bounded queue are all that held data).
+    let relayed = stats["upstream_to_client"]["bytes"].as_u64().expect("bytes");
+    assert!(relayed < 256 * 1024 * 1024, "relayed {relayed} bytes");
+    drop(ws);
+    h.stop().await;
+}
+
+/// A slow but live client is not cut off: it reads slowly, answers pings, and receives every
+/// message in order.
+#[actix_web::test]
+async fn slow_reader_that_keeps_up_eventually_gets_everything() {
+    let h = start(
+        Script::with_mode(Mode::Stream {
+            message_bytes: 16 * 1024,
+            interval: None,
+            count: Some(200),
+        }),
+        &[("HEARTBEAT_INTERVAL", "200")],
+    )
+    .await;
+    let mut ws = connect(&h, "/realtime").await;
+    let mut seen = 0;
+    while seen < 200 {
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["type"], "response.output_audio.delta");
+        seen += 1;
+        if seen % 20 == 0 {
+            // Deliberately slow reader (not a readiness wait).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (_, stats) = get(&format!("{}/stats", h.http()), &[]).await;
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(stats["active_sessions"], 1, "{stats}");
+    h.stop().await;
+}
