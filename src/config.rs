@@ -337,11 +337,11 @@ impl Config {
         }
         let ca_file = r.raw("UPSTREAM_CA_FILE").map(PathBuf::from);
         if let Some(path) = &ca_file {
-            if let Err(e) = std::fs::metadata(path) {
+            if let Err(problem) = check_pem_certificates(path) {
                 r.errors.push(ConfigError::Unreadable {
                     name: "UPSTREAM_CA_FILE",
                     path: path.display().to_string(),
-                    problem: e.to_string(),
+                    problem,
                 });
             }
         }
@@ -417,6 +417,21 @@ impl Config {
         }
         w
     }
+}
+
+/// Checks that `path` holds at least one PEM certificate, so a bad file stops the relay before
+/// it binds rather than at the first `wss://` dial.
+fn check_pem_certificates(path: &std::path::Path) -> Result<(), String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut found = 0;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())? {
+        cert.map_err(|e| e.to_string())?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err("no PEM certificates found".into());
+    }
+    Ok(())
 }
 
 /// Model names and intents go into the upstream query string; only this alphabet is let through,
@@ -539,6 +554,26 @@ mod tests {
         assert_eq!(c.warnings().len(), 2);
         let dev = parse(&[("OPENAI_API_KEY", "k")]).expect("valid");
         assert!(dev.warnings().is_empty());
+    }
+
+    #[test]
+    fn ca_file_must_hold_certificates() {
+        let path = std::env::temp_dir().join(format!("relay-ca-test-{}.pem", std::process::id()));
+        std::fs::write(&path, "not a certificate").expect("write temp file");
+        let map: HashMap<&str, &str> = [
+            ("OPENAI_API_KEY", "k"),
+            ("UPSTREAM_CA_FILE", path.to_str().expect("utf-8 temp path")),
+        ]
+        .into_iter()
+        .collect();
+        let err = Config::from_source(&map, KeyPolicy::Required).unwrap_err();
+        assert!(err.to_string().contains("UPSTREAM_CA_FILE"), "{err}");
+        let _ = std::fs::remove_file(&path);
+        assert!(parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("UPSTREAM_CA_FILE", "/nonexistent.pem")
+        ])
+        .is_err());
     }
 
     #[test]

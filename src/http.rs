@@ -92,6 +92,12 @@ fn upstream_query(
     query: &HashMap<String, String>,
     default_model: &str,
 ) -> Result<(String, String), CloseReason> {
+    if query.contains_key("call_id") {
+        return Err(CloseReason::InvalidRequest {
+            detail: "call_id (attaching to a WebRTC or SIP call) is not supported by this relay"
+                .into(),
+        });
+    }
     let model = query.get("model").map(String::as_str);
     let intent = query.get("intent").map(String::as_str);
     for (name, value) in [("model", model), ("intent", intent)] {
@@ -294,5 +300,6 @@ mod tests {
             "intent=transcription"
         );
         assert!(upstream_query(&q(&[("model", "a&b=c")]), d).is_err());
+        assert!(upstream_query(&q(&[("call_id", "rtc_1")]), d).is_err());
     }
 }

@@ -162,6 +162,14 @@ impl Session {
         self.id.map_or_else(|| "-".to_string(), |id| id.to_string())
     }
 
+    /// The `event_id` of the relay's own `error` event for this session.
+    fn event_id(&self) -> String {
+        self.id.map_or_else(
+            || "relay_evt_refused".to_string(),
+            |id| format!("relay_evt_{id}"),
+        )
+    }
+
     fn admitted(&mut self, id: SessionId, ctx: &mut Context<Self>) {
         self.id = Some(id);
         log::info!(
@@ -247,11 +255,7 @@ impl Session {
             });
         }
         if reason != CloseReason::ClientGone {
-            say_goodbye(
-                self.client.clone(),
-                &reason,
-                &format!("relay_evt_{}", self.label()),
-            );
+            say_goodbye(self.client.clone(), &reason, &self.event_id());
         }
         self.ending = Some(reason);
     }
