@@ -475,7 +475,8 @@ impl Upstream {
             ctx.stop();
             return;
         };
-        if writer.try_send(Message::Close(Some(frame))).is_err() || self.reader_done && self.writer_done
+        if writer.try_send(Message::Close(Some(frame))).is_err()
+            || self.reader_done && self.writer_done
         {
             ctx.stop();
             return;

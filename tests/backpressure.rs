@@ -38,7 +38,9 @@ async fn client_that_stops_reading_is_closed_and_counted() {
     assert_eq!(stats["active_sessions"], 0, "{stats}");
     // The relay did not buffer the stream: it relayed far less than the fake could produce in
     // the time it took (the kernel buffers and a bounded queue are all that held data).
-    let relayed = stats["upstream_to_client"]["bytes"].as_u64().expect("bytes");
+    let relayed = stats["upstream_to_client"]["bytes"]
+        .as_u64()
+        .expect("bytes");
     assert!(relayed < 256 * 1024 * 1024, "relayed {relayed} bytes");
     drop(ws);
     h.stop().await;
