@@ -1,0 +1,299 @@
+//! The real `openai-realtime-relay` binary as an operator runs it: config errors before binding,
+//! `--demo` end to end, and a key that never reaches the log. Each child runs with a cleared
+//! environment in a fresh directory (so no `.env` is read); its output is read line by line from
+//! threads, with a deadline, never by sleeping.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+};
+
+use common::*;
+use futures_util::SinkExt;
+use openai_realtime_relay::fake_upstream::{FakeUpstream, Script};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openai-realtime-relay");
+
+/// A running child relay and the lines it has written (stdout and stderr, interleaved).
+struct Process {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+/// A fresh, empty working directory for one test.
+fn workdir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("relay-binary-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn forward(pipe: impl Read + Send + 'static, tx: mpsc::UnboundedSender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+impl Process {
+    /// Starts the binary with only PATH and `env` set, in a fresh directory.
+    fn spawn(test: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(workdir(test))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the binary starts");
+        let (tx, lines) = mpsc::unbounded_channel();
+        forward(child.stdout.take().expect("stdout"), tx.clone());
+        forward(child.stderr.take().expect("stderr"), tx);
+        Process {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the first line (from now on) that contains `needle`.
+    async fn wait_line(&mut self, needle: &str) -> String {
+        let wait = async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(T, wait).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "the relay exited without logging {needle:?}: {:#?}",
+                self.seen
+            ),
+            Err(_) => panic!("no line with {needle:?} within {T:?}: {:#?}", self.seen),
+        }
+    }
+
+    /// Waits for the process to close its output and exit; returns its status and every line.
+    async fn exit(mut self) -> (ExitStatus, Vec<String>) {
+        let drain = async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line);
+            }
+        };
+        if tokio::time::timeout(T, drain).await.is_err() {
+            let _ = self.child.kill();
+            panic!("the relay did not exit: {:#?}", self.seen);
+        }
+        // Both pipes are closed, so the process has exited or is about to.
+        let status = self.child.wait().expect("wait");
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    /// Kills the relay and returns every line it wrote.
+    async fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        self.exit().await.1
+    }
+
+    /// The `host:port` from the startup line `... listening on HOST:PORT ...`.
+    async fn listening(&mut self) -> String {
+        let line = self.wait_line("listening on ").await;
+        let rest = line
+            .split("listening on ")
+            .nth(1)
+            .expect("text after 'listening on'");
+        let addr = rest.split_whitespace().next().expect("an address");
+        assert!(addr.starts_with("127.0.0.1:"), "{line}");
+        let port: u16 = addr["127.0.0.1:".len()..].parse().expect("a port");
+        assert_ne!(port, 0, "{line}");
+        addr.to_string()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Without OPENAI_API_KEY the binary prints the Node relay's message and exits non-zero.
+#[actix_web::test]
+async fn missing_key_exits_with_the_node_message() {
+    let p = Process::spawn("missing-key", &[], &[("PORT", "0"), ("HOST", "127.0.0.1")]);
+    let (status, lines) = p.exit().await;
+    assert!(!status.success(), "{status:?} {lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "OPENAI_API_KEY environment variable is required"),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("listening on")),
+        "{lines:#?}"
+    );
+}
+
+/// Several bad variables are all named in one report, and the exit code is 64.
+#[actix_web::test]
+async fn every_bad_variable_is_named_at_once() {
+    let p = Process::spawn(
+        "bad-vars",
+        &[],
+        &[
+            ("OPENAI_API_KEY", "sk-test-bad-vars"),
+            ("PORT", "abc"),
+            ("MAX_CONNECTIONS", "0"),
+            ("HEARTBEAT_INTERVAL", "x"),
+            ("OPENAI_API_URL", "http://x"),
+        ],
+    );
+    let (status, lines) = p.exit().await;
+    assert_eq!(status.code(), Some(64), "{lines:#?}");
+    let text = lines.join("\n");
+    for name in [
+        "PORT",
+        "MAX_CONNECTIONS",
+        "HEARTBEAT_INTERVAL",
+        "OPENAI_API_URL",
+    ] {
+        assert!(text.contains(name), "{name} not reported: {text}");
+    }
+    assert!(!text.contains("listening on"), "{text}");
+}
+
+/// `--demo` needs no key: a client gets session.created and a streamed response with usage.
+#[actix_web::test]
+async fn demo_mode_serves_a_full_session() {
+    let mut p = Process::spawn("demo", &["--demo"], &[("PORT", "0"), ("HOST", "127.0.0.1")]);
+    let addr = p.listening().await;
+    let (_, mut ws) = connect_with(
+        &format!("ws://{addr}/v1/realtime?model=gpt-realtime"),
+        &["realtime"],
+        &[],
+    )
+    .await
+    .expect("upgrade succeeds");
+    let created = next_json(&mut ws).await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    send_text(&mut ws, r#"{"type":"response.create","event_id":"demo1"}"#).await;
+    let mut types = Vec::new();
+    let done = loop {
+        let event = next_json(&mut ws).await;
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        assert_ne!(kind, "error", "{event}");
+        types.push(kind.clone());
+        if kind == "response.done" {
+            break event;
+        }
+        assert!(types.len() < 500, "no response.done: {types:?}");
+    };
+    let usage = &done["response"]["usage"];
+    assert!(usage["total_tokens"].is_u64(), "{done}");
+    assert!(usage["input_tokens"].is_u64(), "{done}");
+    assert!(usage["output_tokens"].is_u64(), "{done}");
+    assert!(types.len() > 1, "no streamed deltas before response.done");
+
+    let (status, body) = get(&format!("http://{addr}/health"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(health["connections"]["active"], 1, "{health}");
+    let _ = tokio::time::timeout(T, ws.close()).await;
+    p.kill().await;
+}
+
+/// With DEBUG=true the key is never logged, through a refused and a successful session; the
+/// production warnings are.
+#[actix_web::test]
+async fn key_is_never_logged() {
+    const KEY: &str = "sk-test-LOGSECRET-xyz";
+    let mut script = Script::echo();
+    script.reject_status = Some(401);
+    let fake = FakeUpstream::start(script).await.expect("fake starts");
+    let url = fake.url();
+    let mut p = Process::spawn(
+        "key-never-logged",
+        &[],
+        &[
+            ("OPENAI_API_KEY", KEY),
+            ("DEBUG", "true"),
+            ("NODE_ENV", "production"),
+            ("OPENAI_API_URL", &url),
+            ("PORT", "0"),
+            ("HOST", "127.0.0.1"),
+        ],
+    );
+    let addr = p.listening().await;
+    let base = format!("ws://{addr}/realtime");
+
+    let (_, mut refused) = connect_with(&base, &["realtime"], &[])
+        .await
+        .expect("upgrade succeeds");
+    expect_failure(&mut refused, "upstream_auth_failed", 1011).await;
+    p.wait_line("session=1 closed").await;
+
+    fake.set_script(Script::echo());
+    let (_, mut ws) = connect_with(&base, &["realtime"], &[])
+        .await
+        .expect("upgrade succeeds");
+    assert_eq!(next_json(&mut ws).await["type"], "session.created");
+    send_text(&mut ws, r#"{"type":"session.update","event_id":"s1"}"#).await;
+    assert_eq!(next_json(&mut ws).await["event_id"], "s1");
+    tokio::time::timeout(
+        T,
+        ws.send(awc::ws::Message::Close(Some(
+            awc::ws::CloseCode::Normal.into(),
+        ))),
+    )
+    .await
+    .expect("send timed out")
+    .expect("close sent");
+    p.wait_line("session=2 closed").await;
+
+    // The key really was in play: the upstream saw it on both dials.
+    let hs = fake.recorder().wait_handshakes(2, T).await.expect("dials");
+    for h in &hs {
+        assert_eq!(
+            h.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
+
+    let lines = p.kill().await;
+    let text = lines.join("\n");
+    assert!(
+        lines.iter().any(|l| l.contains("DEBUG")),
+        "DEBUG=true logged nothing at debug level: {text}"
+    );
+    assert!(!text.contains("LOGSECRET"), "the key was logged: {text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("ALLOWED_ORIGINS=*")),
+        "no ALLOWED_ORIGINS=* warning: {text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("ws://") && l.contains("OPENAI_API_URL")),
+        "no ws:// upstream warning: {text}"
+    );
+    fake.stop().await;
+}
