@@ -22,6 +22,7 @@ struct Process {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
+    dir: PathBuf,
 }
 
 /// A fresh, empty working directory for one test.
@@ -46,11 +47,12 @@ fn forward(pipe: impl Read + Send + 'static, tx: mpsc::UnboundedSender<String>) 
 impl Process {
     /// Starts the binary with only PATH and `env` set, in a fresh directory.
     fn spawn(test: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let dir = workdir(test);
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .current_dir(workdir(test))
+            .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -65,6 +67,7 @@ impl Process {
             child,
             lines,
             seen: Vec::new(),
+            dir,
         }
     }
 
@@ -130,6 +133,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
