@@ -495,6 +495,7 @@ fn coordinate(cfg: &Cfg, threads: usize, pids: &[u32]) -> Result<Outcome, Failur
             if let Some(before) = before {
                 let after = proc_sample(pids);
                 cpu_s = Some(after.cpu_s - before.cpu_s);
+                rss_held_kb = Some(after.rss_kb);
             }
             let _ = phase_tx.send(Phase::Close);
         }
@@ -1209,6 +1210,8 @@ impl Outcome {
                         "pids": pids,
                         "cpu_s": round3(cpu),
                         "cpu_s_per_100k": opt(per_100k),
+                        "rss_before_kb": self.rss_base_kb,
+                        "rss_after_kb": self.rss_held_kb,
                     });
                     let _ = writeln!(
                         table,
