@@ -4,28 +4,46 @@
 
 use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
 
-/// The server's OpenAI key. `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
+pub use crate::client_ip::TrustedProxies;
 
-impl ApiKey {
+/// A secret (the server's OpenAI key, the admin token). `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+/// The server's OpenAI key.
+pub type ApiKey = Secret;
+
+impl Secret {
     pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
+        Secret(key.into())
     }
 
-    /// The secret itself, for the one place that needs it: the upstream `Authorization` header.
+    /// The secret itself, for the few places that need it (the upstream `Authorization` header,
+    /// a constant-time comparison).
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Compares with `candidate` in time independent of where they differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0);
+            diff |= usize::from(x ^ y);
+        }
+        diff == 0
+    }
 }
 
-impl fmt::Debug for ApiKey {
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
 }
 
-impl fmt::Display for ApiKey {
+impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
@@ -89,6 +107,21 @@ impl PoolConfig {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The optional separate listener for `/stats` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminListen {
+    pub host: String,
+    pub port: u16,
+}
+
 /// Everything the relay needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -106,6 +139,13 @@ pub struct Config {
     pub pool: PoolConfig,
     /// HTTP worker threads; each runs its share of the sessions.
     pub workers: usize,
+    pub trusted_proxies: TrustedProxies,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    /// When set, `/stats` and `/metrics` require `Authorization: Bearer <token>`.
+    pub admin_token: Option<Secret>,
+    /// When set, `/stats` and `/metrics` are served here instead of on the public listener.
+    pub admin_listen: Option<AdminListen>,
     pub debug: bool,
 }
 
@@ -362,6 +402,37 @@ impl Config {
         let pool_max_idle = r.millis("UPSTREAM_POOL_MAX_IDLE", 60_000);
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = r.number::<usize>("WORKERS", cpus, 1);
+        let proxies = r.string("TRUSTED_PROXIES", TrustedProxies::DEFAULT);
+        let trusted_proxies = match TrustedProxies::parse(&proxies) {
+            Ok(t) => t,
+            Err(bad) => {
+                r.invalid(
+                    "TRUSTED_PROXIES",
+                    &proxies,
+                    format!("{} not an IP address or CIDR block", bad.join(", ")),
+                );
+                TrustedProxies(Vec::new())
+            }
+        };
+        let shutdown_timeout = r.millis("SHUTDOWN_TIMEOUT", 10_000);
+        let format = r.string("LOG_FORMAT", "text");
+        let log_format = match format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                r.invalid("LOG_FORMAT", &format, "must be text or json");
+                LogFormat::Text
+            }
+        };
+        let admin_token = r.raw("ADMIN_TOKEN").map(Secret::new);
+        let admin_host = r.string("ADMIN_HOST", "127.0.0.1");
+        if admin_host.parse::<std::net::IpAddr>().is_err() && admin_host != "localhost" {
+            r.invalid("ADMIN_HOST", &admin_host, "must be an IP address");
+        }
+        let admin_listen = r.raw("ADMIN_PORT").is_some().then(|| AdminListen {
+            host: admin_host,
+            port: r.number::<u16>("ADMIN_PORT", 0, 0),
+        });
         let debug = r.boolean("DEBUG", false);
 
         if !r.errors.is_empty() {
@@ -392,6 +463,11 @@ impl Config {
                 max_idle: pool_max_idle,
             },
             workers,
+            trusted_proxies,
+            shutdown_timeout,
+            log_format,
+            admin_token,
+            admin_listen,
             debug,
         })
     }
@@ -574,6 +650,47 @@ mod tests {
             ("UPSTREAM_CA_FILE", "/nonexistent.pem")
         ])
         .is_err());
+    }
+
+    #[test]
+    fn operations_settings() {
+        let c = parse(&[("OPENAI_API_KEY", "k")]).expect("valid");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.admin_token.is_none() && c.admin_listen.is_none());
+        assert!(c.trusted_proxies.trusts("127.0.0.1".parse().expect("ip")));
+        let c = parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("ADMIN_TOKEN", "adm-secret"),
+            ("ADMIN_PORT", "9090"),
+            ("LOG_FORMAT", "json"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.admin_listen,
+            Some(AdminListen {
+                host: "127.0.0.1".into(),
+                port: 9090
+            })
+        );
+        assert!(!format!("{c:?}").contains("adm-secret"));
+        assert!(c
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.matches("adm-secret")));
+        assert!(!c
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.matches("adm-secreT")));
+        assert!(!c.admin_token.as_ref().is_some_and(|t| t.matches("adm")));
+        let err = parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("LOG_FORMAT", "xml"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
     }
 
     #[test]

@@ -3,7 +3,16 @@
 //! refused before the upgrade (not a WebSocket, a forbidden origin) is refused here with JSON;
 //! everything after the upgrade belongs to a `Session`.
 
-use std::{collections::HashMap, net::IpAddr, rc::Rc, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use actix::Addr;
 use actix_web::{
@@ -14,7 +23,7 @@ use serde_json::json;
 
 use crate::{
     close::CloseReason,
-    config::{is_query_safe, AllowedOrigins},
+    config::{is_query_safe, AllowedOrigins, Secret, TrustedProxies},
     metrics::Metrics,
     registry::{self, Registry},
     session::{self, Session},
@@ -32,6 +41,51 @@ pub struct AppState {
     pub default_model: String,
     pub max_message_size: usize,
     pub inactivity_timeout: std::time::Duration,
+    pub trusted_proxies: TrustedProxies,
+    pub admin_token: Option<Secret>,
+    /// The admin listener, when `/stats` and `/metrics` live there instead.
+    pub admin_addr: Option<SocketAddr>,
+    /// Set once a drain has begun.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether this request arrived on the admin listener.
+    fn on_admin_listener(&self, req: &HttpRequest) -> bool {
+        self.admin_addr == Some(req.app_config().local_addr())
+    }
+
+    /// `/stats` and `/metrics`: only on the admin listener when there is one, and only with the
+    /// admin token when one is set. `Some` is the response to send instead.
+    fn admin_refusal(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        if self.admin_addr.is_some() && !self.on_admin_listener(req) {
+            return Some(not_found());
+        }
+        if let Some(token) = &self.admin_token {
+            let presented = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !token.matches(presented.trim()) {
+                return Some(HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                    .json(json!({
+                        "error": {
+                            "type": "relay_error",
+                            "code": "unauthorized",
+                            "message": "This endpoint needs Authorization: Bearer <ADMIN_TOKEN>.",
+                        }
+                    })));
+            }
+        }
+        None
+    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -44,9 +98,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(fallback));
 }
 
-/// The client's address as the relay sees it.
-fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|a| a.ip())
+/// The client's address: the peer, or what a trusted proxy says it forwarded for.
+fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let headers = req.headers();
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok());
+    let real_ip = headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+    Some(state.trusted_proxies.client_ip(peer, forwarded, real_ip))
+}
+
+fn not_found() -> HttpResponse {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found. Endpoints: / /realtime /v1/realtime (WebSocket), /health, /stats, /metrics.",
+    )
 }
 
 fn origin(req: &HttpRequest) -> Option<&str> {
@@ -124,6 +192,9 @@ async fn realtime(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    if state.on_admin_listener(&req) {
+        return Ok(not_found());
+    }
     if !is_websocket_upgrade(&req) {
         return Ok(with_cors(&state, &req, HttpResponse::build(StatusCode::UPGRADE_REQUIRED))
             .insert_header((header::UPGRADE, "websocket"))
@@ -136,6 +207,18 @@ async fn realtime(
                 }
             })));
     }
+    if state.is_draining() {
+        state
+            .metrics
+            .sessions_rejected
+            .with_label_values(&["server_shutting_down"])
+            .inc();
+        return Ok(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_shutting_down",
+            "The relay is shutting down; reconnect to another instance.",
+        ));
+    }
     let origin = origin(&req);
     if !state
         .allowed_origins
@@ -143,7 +226,7 @@ async fn realtime(
     {
         log::warn!(
             "upgrade refused client={} reason=origin_not_allowed origin={:?}",
-            client_ip(&req).map_or_else(|| "-".into(), |ip| ip.to_string()),
+            client_ip(&state, &req).map_or_else(|| "-".into(), |ip| ip.to_string()),
             origin.unwrap_or("(none)")
         );
         state
@@ -181,7 +264,7 @@ async fn realtime(
                 stream,
                 query,
                 model,
-                client_ip: client_ip(&req),
+                client_ip: client_ip(&state, &req),
                 registry: state.registry.clone(),
                 metrics: state.metrics.clone(),
                 dialer,
@@ -203,8 +286,13 @@ async fn realtime(
 }
 
 async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    with_cors(&state, &req, HttpResponse::Ok()).json(json!({
-        "status": "ok",
+    let (status, label) = if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    with_cors(&state, &req, HttpResponse::build(status)).json(json!({
+        "status": label,
         "uptime_seconds": state.started_at.elapsed().as_secs(),
         "connections": {
             "active": state.metrics.sessions_active.get(),
@@ -215,17 +303,51 @@ async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match state.registry.send(registry::GetStats).await {
-        Ok(stats) => with_cors(&state, &req, HttpResponse::Ok()).json(stats),
-        Err(_) => json_error(
+    if let Some(refusal) = state.admin_refusal(&req) {
+        return refusal;
+    }
+    let Ok(stats) = state.registry.send(registry::GetStats).await else {
+        return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "registry_unavailable",
             "The relay is shutting down.",
-        ),
+        );
+    };
+    let mut body = serde_json::to_value(stats).unwrap_or_default();
+    let wants_sessions = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .is_ok_and(|q| q.get("sessions").is_some_and(|v| v == "true" || v == "1"));
+    if wants_sessions {
+        body["sessions"] =
+            serde_json::to_value(describe_sessions(&state).await).unwrap_or_default();
     }
+    with_cors(&state, &req, HttpResponse::Ok()).json(body)
+}
+
+/// Asks every live session to describe itself; sessions that do not answer within a second
+/// (their worker is saturated) are left out.
+async fn describe_sessions(state: &AppState) -> Vec<session::SessionInfo> {
+    let Ok(addrs) = state.registry.send(registry::LiveSessions).await else {
+        return Vec::new();
+    };
+    let asks = addrs.iter().map(|a| a.send(session::Describe));
+    let answers = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        futures_util::future::join_all(asks),
+    )
+    .await
+    .unwrap_or_default();
+    let mut sessions: Vec<_> = answers
+        .into_iter()
+        .filter_map(|a| a.ok().flatten())
+        .collect();
+    sessions.sort_by_key(|s| s.id);
+    sessions
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refusal) = state.admin_refusal(&req) {
+        return refusal;
+    }
     with_cors(&state, &req, HttpResponse::Ok())
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
@@ -262,11 +384,7 @@ async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             "Only GET is served here.",
         );
     }
-    json_error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "Not found. Endpoints: / /realtime /v1/realtime (WebSocket), /health, /stats, /metrics.",
-    )
+    not_found()
 }
 
 #[cfg(test)]

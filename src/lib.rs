@@ -32,10 +32,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client_ip;
 pub mod close;
 pub mod config;
 pub mod fake_upstream;
 pub mod http;
+pub mod logfmt;
 pub mod metrics;
 pub mod pool;
 pub mod reaper;
@@ -43,7 +45,15 @@ pub mod registry;
 pub mod session;
 pub mod upstream;
 
-use std::{io, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use actix::{Actor, Addr};
 use actix_web::{dev::ServerHandle, web, App, HttpServer};
@@ -56,28 +66,53 @@ use crate::{
 /// A running relay.
 pub struct Relay {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     handle: ServerHandle,
     registry: Addr<Registry>,
+    live: tokio::sync::watch::Receiver<usize>,
+    draining: Arc<AtomicBool>,
+    shutdown_timeout: Duration,
     server: actix_web::rt::task::JoinHandle<io::Result<()>>,
 }
 
-/// Starts the relay on `listener` (bind port 0 in tests). Must be called inside an actix
-/// `System`; the registry and reaper run on the calling arbiter, sessions on the HTTP workers.
+/// What a drain did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Sessions live when the drain began.
+    pub sessions: usize,
+    /// Sessions still live when `SHUTDOWN_TIMEOUT` ran out, cut by the server stop.
+    pub cut: usize,
+}
+
+/// Starts the relay on `listener` (bind port 0 in tests), plus the admin listener when
+/// `ADMIN_PORT` is set. Must be called inside an actix `System`; the registry and reaper run on
+/// the calling arbiter, sessions on the HTTP workers.
 pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Result<Relay> {
     let tls = upstream::tls_config(config.upstream.ca_file.as_deref())?;
     let addr = listener.local_addr()?;
+    let admin_listener = match &config.admin_listen {
+        Some(a) => Some(std::net::TcpListener::bind((a.host.as_str(), a.port))?),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let pool_models = config.pool.pooled_models(&config.default_model);
     let metrics = Arc::new(Metrics::new(&pool_models));
     let workers = config.workers;
     let per_worker = pool::per_worker(config.pool.size, workers);
     let pool_max_idle = config.pool.max_idle;
-    let registry = Registry::new(config.max_connections, metrics.clone()).start();
+    let registry_state = Registry::new(config.max_connections, metrics.clone());
+    let live = registry_state.watch_live();
+    let registry = registry_state.start();
     Reaper::new(
         registry.clone(),
         config.heartbeat_interval,
         config.inactivity_timeout,
     )
     .start();
+    let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {
         registry: registry.clone(),
         metrics,
@@ -88,10 +123,15 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         default_model: config.default_model.clone(),
         max_message_size: config.max_message_size,
         inactivity_timeout: config.inactivity_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
+        admin_token: config.admin_token.clone(),
+        admin_addr,
+        draining: draining.clone(),
     });
     let upstream = config.upstream.clone();
     let max_message_size = config.max_message_size;
     let dialer_metrics = state.metrics.clone();
+    let dialer_registry = registry.clone();
     let server = HttpServer::new(move || {
         let pool = (!pool_models.is_empty())
             .then(|| pool::Pool::new(&pool_models, per_worker, pool_max_idle));
@@ -100,6 +140,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
             tls.clone(),
             max_message_size,
             dialer_metrics.clone(),
+            dialer_registry.clone(),
             pool,
         );
         App::new()
@@ -108,16 +149,25 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
             .configure(http::routes)
     })
     .workers(workers)
-    .shutdown_timeout(5)
+    // Sessions are drained before the server stops; what is left after that is cut.
+    .shutdown_timeout(1)
     .disable_signals()
-    .listen(listener)?
+    .listen(listener)?;
+    let server = match admin_listener {
+        Some(l) => server.listen(l)?,
+        None => server,
+    }
     .run();
     let handle = server.handle();
     let server = actix_web::rt::spawn(server);
     Ok(Relay {
         addr,
+        admin_addr,
         handle,
         registry,
+        live,
+        draining,
+        shutdown_timeout: config.shutdown_timeout,
         server,
     })
 }
@@ -127,11 +177,41 @@ impl Relay {
         self.addr
     }
 
+    /// The separate `/stats` and `/metrics` listener, when `ADMIN_PORT` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     pub fn registry(&self) -> &Addr<Registry> {
         &self.registry
     }
 
-    /// Stops accepting and ends the HTTP workers.
+    /// Graceful drain: `/health` turns 503 and new upgrades are refused at once, every live
+    /// client gets `server_shutting_down` and close 1012 (its upstream closed too), then this
+    /// waits until no session is left or `SHUTDOWN_TIMEOUT` has passed, and stops the server.
+    pub async fn drain(&self) -> DrainReport {
+        self.draining.store(true, Ordering::SeqCst);
+        let sessions = self.registry.send(registry::Drain).await.unwrap_or(0);
+        log::info!("draining: told {sessions} session(s) to end");
+        let mut live = self.live.clone();
+        let emptied = tokio::time::timeout(self.shutdown_timeout, live.wait_for(|n| *n == 0)).await;
+        let cut = match emptied {
+            Ok(Ok(_)) => 0,
+            _ => *self.live.borrow(),
+        };
+        if cut > 0 {
+            log::warn!(
+                "drain: SHUTDOWN_TIMEOUT ({} ms) ran out with {cut} session(s) still open; cutting them",
+                self.shutdown_timeout.as_millis()
+            );
+        } else {
+            log::info!("drain: all sessions ended");
+        }
+        self.handle.stop(true).await;
+        DrainReport { sessions, cut }
+    }
+
+    /// Stops at once: no drain.
     pub async fn stop(self) {
         self.handle.stop(false).await;
         let _ = self.server.await;
@@ -140,6 +220,11 @@ impl Relay {
     /// Runs until the server stops.
     pub async fn wait(self) -> io::Result<()> {
         self.server.await.map_err(io::Error::other)?
+    }
+
+    /// Resolves if the server stops by itself (it normally does not); cancel-safe.
+    pub async fn until_stopped(&mut self) -> io::Result<()> {
+        (&mut self.server).await.map_err(io::Error::other)?
     }
 
     pub fn handle(&self) -> ServerHandle {

@@ -55,10 +55,17 @@ pub struct Metrics {
     pub upstream_pool_misses: IntCounterVec,
     pub upstream_pool_expired: IntCounterVec,
     pub upstream_pool_age_seconds: Histogram,
+    pub session_duration_seconds: Histogram,
+    pub first_upstream_event_seconds: Histogram,
 }
 
 /// Reasons a session is refused at admission.
-pub const REJECT_LABELS: [&str; 3] = ["capacity_exceeded", "invalid_request", "origin_not_allowed"];
+pub const REJECT_LABELS: [&str; 4] = [
+    "capacity_exceeded",
+    "invalid_request",
+    "origin_not_allowed",
+    "server_shutting_down",
+];
 /// Reasons an upstream dial fails.
 pub const CONNECT_FAILURE_LABELS: [&str; 5] = [
     "upstream_unavailable",
@@ -171,6 +178,27 @@ impl Metrics {
             upstream_pool_expired.with_label_values(&[model]);
         }
 
+        let session_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "relay_session_duration_seconds",
+                "Length of admitted sessions, from admission to release.",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
+        let first_upstream_event_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "relay_first_upstream_event_seconds",
+                "Time from admission to the first upstream event reaching the client.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+
         for label in CloseReason::LABELS {
             sessions_closed.with_label_values(&[label]);
         }
@@ -180,6 +208,13 @@ impl Metrics {
         for label in CONNECT_FAILURE_LABELS {
             upstream_connect_failures.with_label_values(&[label]);
         }
+        // Resident memory, open fds, CPU seconds and friends, read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
         let flow = |d: Direction| Flow {
             messages: messages.with_label_values(&[d.label()]),
             bytes: bytes.with_label_values(&[d.label()]),
@@ -201,6 +236,8 @@ impl Metrics {
             Box::new(upstream_pool_misses.clone()),
             Box::new(upstream_pool_expired.clone()),
             Box::new(upstream_pool_age_seconds.clone()),
+            Box::new(session_duration_seconds.clone()),
+            Box::new(first_upstream_event_seconds.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -220,6 +257,8 @@ impl Metrics {
             upstream_pool_misses,
             upstream_pool_expired,
             upstream_pool_age_seconds,
+            session_duration_seconds,
+            first_upstream_event_seconds,
         }
     }
 

@@ -1,10 +1,13 @@
 //! `Registry`: the one place that admits sessions. It owns the table of live sessions, enforces
 //! `MAX_CONNECTIONS` before any upstream is dialed, and turns the metrics into `/stats`.
 //! Sessions send it `Admit` when they start and `Release` from `stopping()`; the reaper asks it
-//! for `LiveSessions`; the HTTP layer asks for `GetStats`. It lives as long as the relay.
+//! for `LiveSessions`; the HTTP layer asks for `GetStats`; dialers report `ConnectTime`; shutdown
+//! sends `Drain`, after which every session is told to end and nothing new is admitted. It
+//! lives as long as the relay and publishes the live count on a watch channel, so shutdown can
+//! wait for zero without polling.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -16,7 +19,7 @@ use serde::Serialize;
 use crate::{
     close::CloseReason,
     metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
-    session::Session,
+    session::{self, Session},
 };
 
 pub type SessionId = u64;
@@ -26,18 +29,22 @@ pub type SessionId = u64;
 pub enum Rejected {
     #[error("capacity exceeded ({max} sessions)")]
     Capacity { max: usize },
+    #[error("shutting down")]
+    ShuttingDown,
 }
 
 impl Rejected {
     pub fn label(&self) -> &'static str {
         match self {
             Rejected::Capacity { .. } => "capacity_exceeded",
+            Rejected::ShuttingDown => "server_shutting_down",
         }
     }
 
     pub fn into_close_reason(self) -> CloseReason {
         match self {
             Rejected::Capacity { max } => CloseReason::CapacityExceeded { max },
+            Rejected::ShuttingDown => CloseReason::ShuttingDown,
         }
     }
 }
@@ -66,6 +73,18 @@ pub struct Release {
     pub reason: &'static str,
 }
 
+/// Stop admitting and tell every live session to end; answers how many were live.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain;
+
+/// How long one successful upstream dial took, for the `/stats` latency window.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectTime {
+    pub seconds: f64,
+}
+
 /// The addresses of every live session, for the reaper's sweep.
 #[derive(Message)]
 #[rtype(result = "Vec<Addr<Session>>")]
@@ -82,10 +101,24 @@ pub struct DirectionStats {
     pub bytes: u64,
 }
 
+/// Upstream connect latency over the last `CONNECT_WINDOW` dials.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Dials remembered for the latency percentiles.
+pub const CONNECT_WINDOW: usize = 1024;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub uptime_seconds: u64,
+    pub draining: bool,
     pub active_sessions: usize,
+    pub sessions_by_model: HashMap<String, usize>,
     pub max_connections: usize,
     pub total_sessions: u64,
     pub rejected_sessions: u64,
@@ -95,6 +128,7 @@ pub struct Stats {
     pub upstream_to_client: DirectionStats,
     pub upstream_connect_failures: u64,
     pub upstream_connect_failures_by_reason: HashMap<&'static str, u64>,
+    pub upstream_connect_latency: Latency,
 }
 
 pub struct Registry {
@@ -103,6 +137,9 @@ pub struct Registry {
     next_id: SessionId,
     metrics: Arc<Metrics>,
     started_at: Instant,
+    draining: bool,
+    live: tokio::sync::watch::Sender<usize>,
+    connect_times: VecDeque<f64>,
 }
 
 impl Registry {
@@ -113,14 +150,32 @@ impl Registry {
             next_id: 1,
             metrics,
             started_at: Instant::now(),
+            draining: false,
+            live: tokio::sync::watch::Sender::new(0),
+            connect_times: VecDeque::with_capacity(CONNECT_WINDOW),
         }
     }
 
-    /// Admits a session if there is room.
+    /// The live session count, as it changes.
+    pub fn watch_live(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.live.subscribe()
+    }
+
+    fn publish(&mut self) {
+        let n = self.sessions.len();
+        self.metrics.sessions_active.set(n as i64);
+        self.live.send_replace(n);
+    }
+
+    /// Admits a session if there is room and the relay is not draining.
     pub fn admit(&mut self, entry: Entry) -> Result<SessionId, Rejected> {
-        if self.sessions.len() >= self.max_connections {
-            let rejected = Rejected::Capacity {
-                max: self.max_connections,
+        if self.draining || self.sessions.len() >= self.max_connections {
+            let rejected = if self.draining {
+                Rejected::ShuttingDown
+            } else {
+                Rejected::Capacity {
+                    max: self.max_connections,
+                }
             };
             self.metrics
                 .sessions_rejected
@@ -132,18 +187,51 @@ impl Registry {
         self.next_id += 1;
         self.sessions.insert(id, entry);
         self.metrics.sessions_opened.inc();
-        self.metrics.sessions_active.set(self.sessions.len() as i64);
+        self.publish();
         Ok(id)
     }
 
     /// Frees a session's slot; releasing twice is harmless.
     pub fn release(&mut self, id: SessionId, reason: &'static str) {
-        if self.sessions.remove(&id).is_some() {
+        if let Some(entry) = self.sessions.remove(&id) {
             self.metrics
                 .sessions_closed
                 .with_label_values(&[reason])
                 .inc();
-            self.metrics.sessions_active.set(self.sessions.len() as i64);
+            self.metrics
+                .session_duration_seconds
+                .observe(entry.opened_at.elapsed().as_secs_f64());
+            self.publish();
+        }
+    }
+
+    /// Stops admitting; returns the sessions that must now be told to end.
+    pub fn drain(&mut self) -> Vec<Addr<Session>> {
+        self.draining = true;
+        self.sessions.values().map(|e| e.addr.clone()).collect()
+    }
+
+    pub fn record_connect(&mut self, seconds: f64) {
+        if self.connect_times.len() == CONNECT_WINDOW {
+            self.connect_times.pop_front();
+        }
+        self.connect_times.push_back(seconds);
+    }
+
+    fn latency(&self) -> Latency {
+        let mut sorted: Vec<f64> = self.connect_times.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            (!sorted.is_empty()).then(|| {
+                let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+                (sorted[i] * 1e6).round() / 1e3
+            })
+        };
+        Latency {
+            samples: sorted.len(),
+            p50_ms: pick(0.50),
+            p95_ms: pick(0.95),
+            p99_ms: pick(0.99),
         }
     }
 
@@ -165,9 +253,15 @@ impl Registry {
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
+        let mut sessions_by_model = HashMap::new();
+        for e in self.sessions.values() {
+            *sessions_by_model.entry(e.model.clone()).or_insert(0) += 1;
+        }
         Stats {
             uptime_seconds: self.uptime().as_secs(),
+            draining: self.draining,
             active_sessions: self.sessions.len(),
+            sessions_by_model,
             max_connections: self.max_connections,
             total_sessions: m.sessions_opened.get(),
             rejected_sessions: rejected_by_reason.values().sum(),
@@ -183,6 +277,7 @@ impl Registry {
             },
             upstream_connect_failures: failures.values().sum(),
             upstream_connect_failures_by_reason: failures,
+            upstream_connect_latency: self.latency(),
         }
     }
 
@@ -211,6 +306,28 @@ impl Handler<Release> for Registry {
     }
 }
 
+impl Handler<Drain> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> usize {
+        let sessions = self.drain();
+        for s in &sessions {
+            s.do_send(session::Shutdown {
+                reason: CloseReason::ShuttingDown,
+            });
+        }
+        sessions.len()
+    }
+}
+
+impl Handler<ConnectTime> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectTime, _: &mut Context<Self>) {
+        self.record_connect(msg.seconds);
+    }
+}
+
 impl Handler<LiveSessions> for Registry {
     type Result = Vec<Addr<Session>>;
 
@@ -224,5 +341,30 @@ impl Handler<GetStats> for Registry {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.stats())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_over_the_window() {
+        let mut r = Registry::new(1, Arc::new(Metrics::default()));
+        assert_eq!(r.latency().samples, 0);
+        assert_eq!(r.latency().p50_ms, None);
+        for i in 1..=100 {
+            r.record_connect(i as f64 / 1000.0);
+        }
+        let l = r.latency();
+        assert_eq!(l.samples, 100);
+        assert_eq!(l.p50_ms, Some(50.0));
+        assert_eq!(l.p95_ms, Some(95.0));
+        assert_eq!(l.p99_ms, Some(99.0));
+        for _ in 0..CONNECT_WINDOW {
+            r.record_connect(0.5);
+        }
+        assert_eq!(r.latency().samples, CONNECT_WINDOW);
+        assert_eq!(r.latency().p99_ms, Some(500.0));
     }
 }

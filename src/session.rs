@@ -99,6 +99,54 @@ pub struct Shutdown {
     pub reason: CloseReason,
 }
 
+/// What `/stats?sessions=true` shows of a session.
+#[derive(Message)]
+#[rtype(result = "Option<SessionInfo>")]
+pub struct Describe;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub client: Option<String>,
+    pub model: String,
+    pub age_seconds: u64,
+    pub idle_seconds: u64,
+    pub client_to_upstream_bytes: u64,
+    pub upstream_to_client_bytes: u64,
+}
+
+/// The log target for per-message event types (`DEBUG=true`); never payloads.
+pub const EVENTS_TARGET: &str = "openai_realtime_relay::events";
+
+/// The `type` of a Realtime event, found without parsing the JSON (only for debug logging;
+/// best effort: the first `"type"` key in the text).
+pub fn event_type(text: &str) -> &str {
+    let Some(at) = text.find("\"type\"") else {
+        return "-";
+    };
+    let rest = text[at + 6..].trim_start();
+    let Some(rest) = rest.strip_prefix(':') else {
+        return "-";
+    };
+    let Some(rest) = rest.trim_start().strip_prefix('"') else {
+        return "-";
+    };
+    match rest.find('"') {
+        Some(end) if end <= 128 => &rest[..end],
+        _ => "-",
+    }
+}
+
+/// Logs one message's event type at debug level on `EVENTS_TARGET`.
+pub fn log_event(id: SessionId, direction: &str, msg: &Message) {
+    let kind = match msg {
+        Message::Text(t) => event_type(t),
+        Message::Binary(_) => "binary",
+        _ => return,
+    };
+    log::debug!(target: EVENTS_TARGET, "session={id} direction={direction} type={kind}");
+}
+
 /// Everything the HTTP layer hands a new session.
 pub struct Params {
     pub client: actix_ws::Session,
@@ -172,6 +220,8 @@ impl Session {
 
     fn admitted(&mut self, id: SessionId, ctx: &mut Context<Self>) {
         self.id = Some(id);
+        self.opened_at = Instant::now();
+        let log_events = log::log_enabled!(target: EVENTS_TARGET, log::Level::Debug);
         log::info!(
             "session={id} opened client={} model={}",
             self.client_ip
@@ -190,17 +240,23 @@ impl Session {
                 metrics: self.metrics.clone(),
                 shared: self.shared.clone(),
                 opened: opened_tx,
+                admitted_at: self.opened_at,
+                log_events,
             })
             .start(),
         );
         if let Some(stream) = self.stream.take() {
             let reader = read_client(
                 stream,
-                self.client.clone(),
                 opened_rx,
-                self.shared.clone(),
-                self.metrics.client_to_upstream.clone(),
-                self.max_message_size,
+                FromClient {
+                    id,
+                    client: self.client.clone(),
+                    shared: self.shared.clone(),
+                    flow: self.metrics.client_to_upstream.clone(),
+                    max_queued: self.max_message_size,
+                    log_events,
+                },
             );
             ctx.spawn(
                 reader
@@ -322,9 +378,12 @@ impl Actor for Session {
         self.registry.do_send(registry::Release { id, reason });
         let s = &self.shared;
         log::info!(
-            "session={id} closed reason={reason} code={} duration_ms={} \
+            "session={id} closed client={} model={} reason={reason} code={} duration_ms={} \
              client_to_upstream_messages={} client_to_upstream_bytes={} \
              upstream_to_client_messages={} upstream_to_client_bytes={}",
+            self.client_ip
+                .map_or_else(|| "-".into(), |ip| ip.to_string()),
+            self.model,
             self.ending.as_ref().map_or(1012, |r| r.client_code()),
             self.opened_at.elapsed().as_millis(),
             s.client_to_upstream.messages.get(),
@@ -348,6 +407,29 @@ impl Handler<Tick> for Session {
             }
             None => {}
         }
+    }
+}
+
+impl Handler<Describe> for Session {
+    type Result = Option<SessionInfo>;
+
+    fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
+        let id = self.id?;
+        let now = Instant::now();
+        let idle = if self.shared.data_messages() == self.seen_messages {
+            now.duration_since(self.last_activity)
+        } else {
+            Duration::ZERO
+        };
+        Some(SessionInfo {
+            id,
+            client: self.client_ip.map(|ip| ip.to_string()),
+            model: self.model.clone(),
+            age_seconds: now.duration_since(self.opened_at).as_secs(),
+            idle_seconds: idle.as_secs(),
+            client_to_upstream_bytes: self.shared.client_to_upstream.bytes.get(),
+            upstream_to_client_bytes: self.shared.upstream_to_client.bytes.get(),
+        })
     }
 }
 
@@ -435,14 +517,29 @@ fn is_continuation_overflow(e: &io::Error) -> bool {
 /// Reads the client until it ends. Before the upstream is open, data frames wait in a queue of
 /// at most `max_queued` bytes; after, each is handed to the upstream writer in order, waiting for
 /// room (so a stalled upstream stops the reading, not the memory).
-async fn read_client(
-    mut stream: AggregatedMessageStream,
-    mut client: actix_ws::Session,
-    mut opened: oneshot::Receiver<Writer>,
+/// What the client reader needs besides its stream.
+struct FromClient {
+    id: SessionId,
+    client: actix_ws::Session,
     shared: Rc<Shared>,
     flow: Flow,
     max_queued: usize,
+    log_events: bool,
+}
+
+async fn read_client(
+    mut stream: AggregatedMessageStream,
+    mut opened: oneshot::Receiver<Writer>,
+    from: FromClient,
 ) -> CloseReason {
+    let FromClient {
+        id,
+        mut client,
+        shared,
+        flow,
+        max_queued,
+        log_events,
+    } = from;
     let mut queue: VecDeque<(Message, usize)> = VecDeque::new();
     let mut queued = 0usize;
     let writer = loop {
@@ -467,6 +564,9 @@ async fn read_client(
         }
     };
     for (msg, len) in queue {
+        if log_events {
+            log_event(id, "client_to_upstream", &msg);
+        }
         if !forward(&writer, msg, len, &shared, &flow).await {
             return std::future::pending().await;
         }
@@ -474,6 +574,9 @@ async fn read_client(
     loop {
         match classify(stream.next().await, &mut client, &shared, max_queued) {
             Step::Data(msg, len) => {
+                if log_events {
+                    log_event(id, "client_to_upstream", &msg);
+                }
                 if !forward(&writer, msg, len, &shared, &flow).await {
                     // The upstream is closing; its `UpstreamEnded` ends this session.
                     return std::future::pending().await;
@@ -493,4 +596,23 @@ async fn forward(writer: &Writer, msg: Message, len: usize, shared: &Shared, flo
     let sent = writer.send(msg).await.is_ok();
     shared.upstream_write_blocked.set(false);
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_is_found_without_parsing() {
+        assert_eq!(
+            event_type(r#"{"type":"input_audio_buffer.append","audio":"AAAA"}"#),
+            "input_audio_buffer.append"
+        );
+        assert_eq!(
+            event_type(r#"{ "event_id": "e", "type" : "response.create" }"#),
+            "response.create"
+        );
+        assert_eq!(event_type("not json"), "-");
+        assert_eq!(event_type(r#"{"type":42}"#), "-");
+    }
 }

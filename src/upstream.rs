@@ -31,6 +31,7 @@ use crate::{
     config::UpstreamConfig,
     metrics::{Flow, Metrics},
     pool::{Pool, Warm},
+    registry::{self, Registry},
     session::{self, Session, Shared},
 };
 
@@ -92,6 +93,7 @@ pub struct Dialer {
     config: UpstreamConfig,
     max_message_size: usize,
     metrics: Arc<Metrics>,
+    registry: Addr<Registry>,
     pool: Option<Pool>,
 }
 
@@ -110,6 +112,7 @@ impl Dialer {
         tls: Arc<rustls::ClientConfig>,
         max_message_size: usize,
         metrics: Arc<Metrics>,
+        registry: Addr<Registry>,
         pool: Option<Pool>,
     ) -> Rc<Dialer> {
         let connector = awc::Connector::new()
@@ -118,16 +121,18 @@ impl Dialer {
             .handshake_timeout(config.connect_timeout)
             // Every open WebSocket holds a pool slot for its whole life; the registry is the limit.
             .limit(0);
+        // No `ClientBuilder::max_http_version`: it would replace the TLS config (and with it the
+        // UPSTREAM_CA_FILE roots) with awc's default; `tls_config` already pins ALPN to HTTP/1.1.
         let client = awc::Client::builder()
             .connector(connector)
             .disable_timeout()
-            .max_http_version(awc::http::Version::HTTP_11)
             .finish();
         let dialer = Rc::new(Dialer {
             client,
             config,
             max_message_size,
             metrics,
+            registry,
             pool,
         });
         if let Some(pool) = &dialer.pool {
@@ -278,10 +283,11 @@ impl Dialer {
         let started = Instant::now();
         let result = self.dial(query).await;
         match &result {
-            Ok(_) => self
-                .metrics
-                .upstream_connect_seconds
-                .observe(started.elapsed().as_secs_f64()),
+            Ok(_) => {
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.upstream_connect_seconds.observe(seconds);
+                self.registry.do_send(registry::ConnectTime { seconds });
+            }
             Err(reason) => self
                 .metrics
                 .upstream_connect_failures
@@ -361,6 +367,8 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     shared: Rc<Shared>,
     opened: Option<oneshot::Sender<Writer>>,
+    admitted_at: Instant,
+    log_events: bool,
     writer: Option<Writer>,
     /// Set when closing: the reader drops upstream frames instead of forwarding them.
     draining: Rc<Cell<bool>>,
@@ -380,6 +388,10 @@ pub struct Params {
     pub metrics: Arc<Metrics>,
     pub shared: Rc<Shared>,
     pub opened: oneshot::Sender<Writer>,
+    /// When the registry admitted the session, for the time-to-first-event histogram.
+    pub admitted_at: Instant,
+    /// Log each upstream event's type (debug).
+    pub log_events: bool,
 }
 
 impl Upstream {
@@ -394,6 +406,8 @@ impl Upstream {
             metrics: p.metrics,
             shared: p.shared,
             opened: Some(p.opened),
+            admitted_at: p.admitted_at,
+            log_events: p.log_events,
             writer: None,
             draining: Rc::new(Cell::new(false)),
             reader_done: false,
@@ -428,6 +442,12 @@ impl Upstream {
                 draining: self.draining.clone(),
                 flow: self.metrics.upstream_to_client.clone(),
                 max_message_size: self.dialer.max_message_size,
+                session_id: self.session_id,
+                log_events: self.log_events,
+                first_event: Some((
+                    self.admitted_at,
+                    self.metrics.first_upstream_event_seconds.clone(),
+                )),
             },
         );
         ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
@@ -559,21 +579,36 @@ struct ToClient {
     draining: Rc<Cell<bool>>,
     flow: Flow,
     max_message_size: usize,
+    session_id: u64,
+    log_events: bool,
+    /// Observed once, when the first upstream event is handed to the client.
+    first_event: Option<(Instant, prometheus::Histogram)>,
+}
+
+impl ToClient {
+    #[inline]
+    fn record(&mut self, msg: &Message, len: usize) {
+        self.flow.record(len);
+        self.shared.record_upstream_to_client(len);
+        if let Some((since, histogram)) = self.first_event.take() {
+            histogram.observe(since.elapsed().as_secs_f64());
+        }
+        if self.log_events {
+            session::log_event(self.session_id, "upstream_to_client", msg);
+        }
+    }
 }
 
 async fn read_upstream(
     replay: Vec<Message>,
     mut stream: SplitStream<Socket>,
-    to: ToClient,
+    mut to: ToClient,
 ) -> CloseReason {
-    let ToClient {
-        mut client,
-        writer,
-        shared,
-        draining,
-        flow,
-        max_message_size,
-    } = to;
+    let mut client = to.client.clone();
+    let writer = to.writer.clone();
+    let shared = to.shared.clone();
+    let draining = to.draining.clone();
+    let max_message_size = to.max_message_size;
     // Frames a pooled socket received before this session took it (`session.created`).
     for msg in replay {
         let len = match &msg {
@@ -581,8 +616,7 @@ async fn read_upstream(
             Message::Binary(b) => b.len(),
             _ => 0,
         };
-        flow.record(len);
-        shared.record_upstream_to_client(len);
+        to.record(&msg, len);
         if client.send(msg).await.is_err() {
             return CloseReason::ClientGone;
         }
@@ -654,8 +688,7 @@ async fn read_upstream(
         } else {
             Message::Binary(data)
         };
-        flow.record(len);
-        shared.record_upstream_to_client(len);
+        to.record(&msg, len);
         shared.client_write_blocked.set(true);
         let sent = client.send(msg).await;
         shared.client_write_blocked.set(false);

@@ -56,7 +56,6 @@ fn write_ca(test: &str, pem: &str) -> PathBuf {
 
 /// A `wss://` upstream whose CA is given in UPSTREAM_CA_FILE carries an echo round trip.
 #[actix_web::test]
-#[ignore = "relay bug: awc ClientBuilder::max_http_version (src/upstream.rs Dialer::new) rebuilds the TLS config and drops UPSTREAM_CA_FILE roots"]
 async fn wss_upstream_trusted_through_ca_file() {
     let (server, ca_pem) = pki();
     let fake = FakeUpstream::start_tls(Script::echo(), server)
