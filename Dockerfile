@@ -26,8 +26,12 @@ USER relay
 # Inside a container the relay must listen on every interface; publish the port with -p.
 ENV HOST=0.0.0.0 PORT=8080
 EXPOSE 8080
-# docker stop sends this; the relay stops on SIGTERM as on SIGINT.
+# docker stop sends this; the relay drains (every client gets close 1012) within
+# SHUTDOWN_TIMEOUT, then exits. docker stop's default grace period is 10 s: pass -t 15 or more.
 STOPSIGNAL SIGTERM
-# No HEALTHCHECK yet: this image has no curl, and a `healthcheck` subcommand of the binary that
-# queries /health is planned (the operations issue). Until then, probe GET /health from outside.
+# The image has no curl: the binary checks itself. `openai-realtime-relay healthcheck` GETs
+# http://127.0.0.1:$PORT/health and exits 0 on 200, 1 otherwise, so a draining relay (503) turns
+# unhealthy at once and orchestrators stop sending it new clients.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["openai-realtime-relay", "healthcheck"]
 CMD ["openai-realtime-relay"]
