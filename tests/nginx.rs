@@ -46,7 +46,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A running Nginx, killed on drop (also when the test panics).
+/// A running Nginx, stopped on drop (also when the test panics).
 struct Nginx {
     child: Child,
     port: u16,
@@ -56,6 +56,19 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // Not SIGKILL first: that orphans the worker processes, which keep the ports. SIGTERM makes
+        // the master stop its workers, then exit; SIGKILL only if that does not happen in time.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
