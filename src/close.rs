@@ -56,6 +56,18 @@ pub enum CloseReason {
     ShuttingDown,
     /// The upgrade request carried a query the relay will not forward (a bad `model`, say).
     InvalidRequest { detail: String },
+    /// Client tokens are required and none valid was presented.
+    Unauthorized { detail: String },
+    /// The identity already has `MAX_CONNECTIONS_PER_CLIENT` sessions.
+    TooManyConnections { max: usize },
+    /// The identity opened sessions faster than `CONNECTION_RATE_PER_CLIENT` per minute.
+    RateLimited { per_minute: u32 },
+    /// The model is not in `ALLOWED_MODELS` (or the credential's `models` claim).
+    ModelNotAllowed { model: String },
+    /// A daily token budget is spent.
+    BudgetExceeded { which: &'static str },
+    /// The session reached `MAX_SESSION_DURATION`.
+    SessionMaxDuration,
 }
 
 /// Close codes that must never be put on the wire (RFC 6455 7.4.1).
@@ -76,7 +88,12 @@ impl CloseReason {
             | HeartbeatTimeout
             | IdleTimeout => Side::Client,
             CapacityExceeded { .. } | ShuttingDown => Side::Relay,
-            InvalidRequest { .. } => Side::Client,
+            InvalidRequest { .. }
+            | Unauthorized { .. }
+            | TooManyConnections { .. }
+            | RateLimited { .. }
+            | ModelNotAllowed { .. } => Side::Client,
+            BudgetExceeded { .. } | SessionMaxDuration => Side::Relay,
             _ => Side::Upstream,
         }
     }
@@ -106,11 +123,17 @@ impl CloseReason {
             UpstreamTooSlow => "upstream_too_slow",
             ShuttingDown => "server_shutting_down",
             InvalidRequest { .. } => "invalid_request",
+            Unauthorized { .. } => "unauthorized",
+            TooManyConnections { .. } => "too_many_connections",
+            RateLimited { .. } => "rate_limited",
+            ModelNotAllowed { .. } => "model_not_allowed",
+            BudgetExceeded { .. } => "budget_exceeded",
+            SessionMaxDuration => "session_max_duration",
         }
     }
 
     /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 21] = [
+    pub const LABELS: [&'static str; 27] = [
         "client_closed",
         "client_gone",
         "client_protocol_error",
@@ -132,6 +155,12 @@ impl CloseReason {
         "upstream_too_slow",
         "server_shutting_down",
         "invalid_request",
+        "unauthorized",
+        "too_many_connections",
+        "rate_limited",
+        "model_not_allowed",
+        "budget_exceeded",
+        "session_max_duration",
     ];
 
     /// The close code the client receives.
@@ -160,7 +189,13 @@ impl CloseReason {
             UpstreamProtocolError => 1011,
             UpstreamTooSlow => 1011,
             ShuttingDown => 1012,
-            InvalidRequest { .. } => 1008,
+            InvalidRequest { .. }
+            | Unauthorized { .. }
+            | TooManyConnections { .. }
+            | RateLimited { .. }
+            | ModelNotAllowed { .. }
+            | BudgetExceeded { .. } => 1008,
+            SessionMaxDuration => 1000,
         }
     }
 
@@ -240,6 +275,24 @@ impl CloseReason {
             UpstreamTooSlow => "The upstream stopped reading while the client kept sending.".into(),
             ShuttingDown => "The relay is shutting down; reconnect to another instance.".into(),
             InvalidRequest { detail } => format!("The request was refused: {detail}."),
+            Unauthorized { detail } => format!(
+                "This relay needs a client token ({detail}): send Authorization: Bearer <token>, \
+                 or the subprotocol openai-insecure-api-key.<token> from a browser."
+            ),
+            TooManyConnections { max } => {
+                format!("This client already has {max} open sessions, its limit.")
+            }
+            RateLimited { per_minute } => format!(
+                "This client opened sessions faster than its limit of {per_minute} per minute; \
+                 try again shortly."
+            ),
+            ModelNotAllowed { model } => {
+                format!("The model {model:?} is not allowed on this relay.")
+            }
+            BudgetExceeded { which } => {
+                format!("The {which} daily token budget is spent; it resets at 00:00 UTC.")
+            }
+            SessionMaxDuration => "The session reached the relay's MAX_SESSION_DURATION.".into(),
         }
     }
 

@@ -122,6 +122,36 @@ pub struct AdminListen {
     pub port: u16,
 }
 
+/// `SAFETY_IDENTIFIER`: what the `OpenAI-Safety-Identifier` header is derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SafetyIdentifier {
+    Off,
+    Identity,
+    Address,
+}
+
+/// Who may connect and how much they may spend (all off by default: an open proxy).
+#[derive(Debug, Clone)]
+pub struct Protection {
+    /// `RELAY_TOKENS`: `name:token` pairs (the raw list; a secret).
+    pub tokens: Option<Secret>,
+    /// `RELAY_TOKENS_FILE`: one `name:token` per line, re-read on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+    pub jwt_secret: Option<Secret>,
+    /// 0 = unlimited.
+    pub max_connections_per_client: usize,
+    /// New sessions per minute per identity; 0 = unlimited.
+    pub connection_rate_per_client: u32,
+    /// Empty = any model.
+    pub allowed_models: Vec<String>,
+    pub max_session_duration: Option<Duration>,
+    pub daily_token_budget: Option<u64>,
+    pub client_daily_token_budget: Option<u64>,
+    pub usage_state_file: PathBuf,
+    pub safety_identifier: SafetyIdentifier,
+    pub safety_identifier_salt: Option<Secret>,
+}
+
 /// Everything the relay needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -146,6 +176,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// When set, `/stats` and `/metrics` are served here instead of on the public listener.
     pub admin_listen: Option<AdminListen>,
+    pub protection: Protection,
     pub debug: bool,
 }
 
@@ -433,6 +464,7 @@ impl Config {
             host: admin_host,
             port: r.number::<u16>("ADMIN_PORT", 0, 0),
         });
+        let protection = read_protection(&mut r);
         let debug = r.boolean("DEBUG", false);
 
         if !r.errors.is_empty() {
@@ -468,6 +500,7 @@ impl Config {
             log_format,
             admin_token,
             admin_listen,
+            protection,
             debug,
         })
     }
@@ -492,6 +525,95 @@ impl Config {
             );
         }
         w
+    }
+}
+
+fn read_protection(r: &mut Reader<'_>) -> Protection {
+    let tokens = r.raw("RELAY_TOKENS").map(Secret::new);
+    if let Some(list) = &tokens {
+        if let Err(problem) = crate::identity::Tokens::parse_list(list.expose()) {
+            // The value is a secret: report the problem, never the value.
+            r.invalid("RELAY_TOKENS", "***", problem);
+        }
+    }
+    let tokens_file = r.raw("RELAY_TOKENS_FILE").map(PathBuf::from);
+    if let Some(path) = &tokens_file {
+        if let Err(problem) = crate::identity::Tokens::load_file(path) {
+            r.errors.push(ConfigError::Unreadable {
+                name: "RELAY_TOKENS_FILE",
+                path: path.display().to_string(),
+                problem,
+            });
+        }
+    }
+    if tokens.is_some() && tokens_file.is_some() {
+        r.invalid(
+            "RELAY_TOKENS_FILE",
+            "(set)",
+            "set RELAY_TOKENS or RELAY_TOKENS_FILE, not both",
+        );
+    }
+    let jwt_secret = r.raw("RELAY_JWT_SECRET").map(Secret::new);
+    if jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+        r.invalid("RELAY_JWT_SECRET", "***", "must be at least 32 characters");
+    }
+    let max_connections_per_client = r.number::<usize>("MAX_CONNECTIONS_PER_CLIENT", 0, 0);
+    let connection_rate_per_client = r.number::<u32>("CONNECTION_RATE_PER_CLIENT", 0, 0);
+    let models = r.string("ALLOWED_MODELS", "");
+    let allowed_models: Vec<String> = models
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if let Some(bad) = allowed_models.iter().find(|m| !is_query_safe(m)) {
+        r.invalid(
+            "ALLOWED_MODELS",
+            &models,
+            format!("{bad:?} may contain only letters, digits, '-', '_', '.' and ':'"),
+        );
+    }
+    let max_session_ms = r.number::<u64>("MAX_SESSION_DURATION", 0, 0);
+    if max_session_ms != 0 && max_session_ms < 120_000 {
+        r.invalid(
+            "MAX_SESSION_DURATION",
+            &max_session_ms.to_string(),
+            "must be 0 (off) or at least 120000 ms (the client is warned 60 s before the end)",
+        );
+    }
+    let budget = |r: &mut Reader<'_>, name: &'static str| {
+        Some(r.number::<u64>(name, 0, 0)).filter(|n| *n > 0)
+    };
+    let daily_token_budget = budget(r, "DAILY_TOKEN_BUDGET");
+    let client_daily_token_budget = budget(r, "CLIENT_DAILY_TOKEN_BUDGET");
+    let usage_state_file = PathBuf::from(r.string("USAGE_STATE_FILE", "relay-usage.json"));
+    let mode = r.string("SAFETY_IDENTIFIER", "off");
+    let safety_identifier = match mode.as_str() {
+        "off" => SafetyIdentifier::Off,
+        "identity" => SafetyIdentifier::Identity,
+        "address" => SafetyIdentifier::Address,
+        _ => {
+            r.invalid(
+                "SAFETY_IDENTIFIER",
+                &mode,
+                "must be off, identity or address",
+            );
+            SafetyIdentifier::Off
+        }
+    };
+    let safety_identifier_salt = r.raw("SAFETY_IDENTIFIER_SALT").map(Secret::new);
+    Protection {
+        tokens,
+        tokens_file,
+        jwt_secret,
+        max_connections_per_client,
+        connection_rate_per_client,
+        allowed_models,
+        max_session_duration: (max_session_ms > 0).then(|| Duration::from_millis(max_session_ms)),
+        daily_token_budget,
+        client_daily_token_budget,
+        usage_state_file,
+        safety_identifier,
+        safety_identifier_salt,
     }
 }
 

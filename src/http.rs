@@ -23,7 +23,8 @@ use serde_json::json;
 
 use crate::{
     close::CloseReason,
-    config::{is_query_safe, AllowedOrigins, Secret, TrustedProxies},
+    config::{is_query_safe, AllowedOrigins, SafetyIdentifier, Secret, TrustedProxies},
+    identity::{presented_credential, Authenticator, Identity},
     metrics::Metrics,
     registry::{self, Registry},
     session::{self, Session},
@@ -47,6 +48,37 @@ pub struct AppState {
     pub admin_addr: Option<SocketAddr>,
     /// Set once a drain has begun.
     pub draining: Arc<AtomicBool>,
+    pub authenticator: Arc<Authenticator>,
+    pub safety: Safety,
+    pub max_session_duration: Option<std::time::Duration>,
+}
+
+/// `SAFETY_IDENTIFIER`: how the `OpenAI-Safety-Identifier` header is made.
+pub struct Safety {
+    pub mode: SafetyIdentifier,
+    /// HMAC key for the hash (`SAFETY_IDENTIFIER_SALT`, else the server key): stable across
+    /// restarts and instances, and not reversible to the identity without it.
+    pub salt: Secret,
+}
+
+impl Safety {
+    /// The header value for this client, if the feature is on: 32 hex digits of
+    /// HMAC-SHA256(salt, identity or address).
+    pub fn identifier(&self, identity: &Identity, ip: Option<IpAddr>) -> Option<String> {
+        let subject = match self.mode {
+            SafetyIdentifier::Off => return None,
+            SafetyIdentifier::Identity => identity.key.clone(),
+            SafetyIdentifier::Address => Identity::address(ip).key,
+        };
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.salt.expose().as_bytes());
+        let tag = ring::hmac::sign(&key, subject.as_bytes());
+        Some(
+            tag.as_ref()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
 }
 
 impl AppState {
@@ -253,18 +285,43 @@ async fn realtime(
         .aggregate_continuations()
         .max_continuation_size(state.max_message_size);
 
-    match upstream_query(&query, &state.default_model) {
-        Ok((query, model)) => {
+    let ip = client_ip(&state, &req);
+    let presented = presented_credential(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let admitted = upstream_query(&query, &state.default_model).and_then(|q| {
+        state
+            .authenticator
+            .authenticate(presented, ip, now_unix)
+            .map(|identity| (q, identity))
+            .map_err(|e| CloseReason::Unauthorized {
+                detail: e.to_string(),
+            })
+    });
+    match admitted {
+        Ok(((query, model), identity)) => {
             let dialer = req
                 .app_data::<Rc<Dialer>>()
                 .cloned()
                 .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))?;
+            let safety_id = state.safety.identifier(&identity, ip);
             actix::Actor::start(Session::new(session::Params {
                 client,
                 stream,
                 query,
                 model,
-                client_ip: client_ip(&state, &req),
+                client_ip: ip,
+                identity,
+                safety_id,
+                max_session_duration: state.max_session_duration,
                 registry: state.registry.clone(),
                 metrics: state.metrics.clone(),
                 dialer,
@@ -273,6 +330,11 @@ async fn realtime(
             }));
         }
         Err(reason) => {
+            log::warn!(
+                "session refused client={} reason={}",
+                ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
+                reason.label()
+            );
             state
                 .metrics
                 .sessions_rejected

@@ -37,6 +37,7 @@ pub mod close;
 pub mod config;
 pub mod fake_upstream;
 pub mod http;
+pub mod identity;
 pub mod logfmt;
 pub mod metrics;
 pub mod pool;
@@ -44,6 +45,7 @@ pub mod reaper;
 pub mod registry;
 pub mod session;
 pub mod upstream;
+pub mod usage;
 
 use std::{
     io,
@@ -67,12 +69,35 @@ use crate::{
 pub struct Relay {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    authenticator: Arc<identity::Authenticator>,
+    tokens_file: Option<std::path::PathBuf>,
     handle: ServerHandle,
     registry: Addr<Registry>,
     live: tokio::sync::watch::Receiver<usize>,
     draining: Arc<AtomicBool>,
     shutdown_timeout: Duration,
     server: actix_web::rt::task::JoinHandle<io::Result<()>>,
+}
+
+/// Re-reads `RELAY_TOKENS_FILE` into the running relay (SIGHUP).
+#[derive(Clone)]
+pub struct TokenReloader {
+    authenticator: Arc<identity::Authenticator>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl TokenReloader {
+    /// Swaps in the file's tokens; live sessions are not touched. A file that does not parse
+    /// keeps the old tokens. Returns how many tokens are now accepted.
+    pub fn reload(&self) -> Result<usize, String> {
+        let Some(path) = &self.path else {
+            return Err("RELAY_TOKENS_FILE is not set".into());
+        };
+        let tokens = identity::Tokens::load_file(path)?;
+        let n = tokens.len();
+        self.authenticator.reload(tokens);
+        Ok(n)
+    }
 }
 
 /// What a drain did.
@@ -99,11 +124,34 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         .map(|l| l.local_addr())
         .transpose()?;
     let pool_models = config.pool.pooled_models(&config.default_model);
-    let metrics = Arc::new(Metrics::new(&pool_models));
+    let p = &config.protection;
+    let mut models = vec![config.default_model.clone()];
+    models.extend(p.allowed_models.iter().cloned());
+    let metrics = Arc::new(Metrics::new(&pool_models, &models));
+    let authenticator = Arc::new(identity::Authenticator::new(
+        match (&p.tokens, &p.tokens_file) {
+            (Some(list), _) => {
+                Some(identity::Tokens::parse_list(list.expose()).map_err(io::Error::other)?)
+            }
+            (None, Some(path)) => {
+                Some(identity::Tokens::load_file(path).map_err(io::Error::other)?)
+            }
+            (None, None) => None,
+        },
+        p.jwt_secret.as_ref().map(identity::JwtVerifier::new),
+    ));
     let workers = config.workers;
     let per_worker = pool::per_worker(config.pool.size, workers);
     let pool_max_idle = config.pool.max_idle;
-    let registry_state = Registry::new(config.max_connections, metrics.clone());
+    let registry_state = Registry::new(config.max_connections, metrics.clone())
+        .with_limits(registry::Limits {
+            per_client: p.max_connections_per_client,
+            rate_per_minute: p.connection_rate_per_client,
+            allowed_models: p.allowed_models.clone(),
+            daily_budget: p.daily_token_budget,
+            client_budget: p.client_daily_token_budget,
+        })
+        .with_usage_file(p.usage_state_file.clone());
     let live = registry_state.watch_live();
     let registry = registry_state.start();
     Reaper::new(
@@ -127,6 +175,15 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         admin_token: config.admin_token.clone(),
         admin_addr,
         draining: draining.clone(),
+        authenticator: authenticator.clone(),
+        safety: http::Safety {
+            mode: p.safety_identifier,
+            salt: p
+                .safety_identifier_salt
+                .clone()
+                .unwrap_or_else(|| config.upstream.api_key.clone()),
+        },
+        max_session_duration: p.max_session_duration,
     });
     let upstream = config.upstream.clone();
     let max_message_size = config.max_message_size;
@@ -153,6 +210,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     .shutdown_timeout(1)
     .disable_signals()
     .listen(listener)?;
+    let tokens_file = p.tokens_file.clone();
     let server = match admin_listener {
         Some(l) => server.listen(l)?,
         None => server,
@@ -163,6 +221,8 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     Ok(Relay {
         addr,
         admin_addr,
+        authenticator,
+        tokens_file,
         handle,
         registry,
         live,
@@ -207,8 +267,17 @@ impl Relay {
         } else {
             log::info!("drain: all sessions ended");
         }
+        let _ = self.registry.send(registry::SaveUsage).await;
         self.handle.stop(true).await;
         DrainReport { sessions, cut }
+    }
+
+    /// What SIGHUP uses to re-read `RELAY_TOKENS_FILE`.
+    pub fn token_reloader(&self) -> TokenReloader {
+        TokenReloader {
+            authenticator: self.authenticator.clone(),
+            path: self.tokens_file.clone(),
+        }
     }
 
     /// Stops at once: no drain.

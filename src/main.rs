@@ -79,6 +79,22 @@ fn main() -> ExitCode {
             config.max_connections
         );
         let mut relay = openai_realtime_relay::start(config, listener).await?;
+        #[cfg(unix)]
+        {
+            let reloader = relay.token_reloader();
+            actix_web::rt::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    match reloader.reload() {
+                        Ok(n) => log::info!("SIGHUP: reloaded RELAY_TOKENS_FILE ({n} tokens)"),
+                        Err(e) => log::error!("SIGHUP: tokens not reloaded, keeping the old ones: {e}"),
+                    }
+                }
+            });
+        }
         tokio::select! {
             ended = relay.until_stopped() => return ended,
             _ = shutdown_signal() => {}

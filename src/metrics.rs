@@ -43,6 +43,7 @@ impl Flow {
 pub struct Metrics {
     registry: Registry,
     pub sessions_active: IntGauge,
+    pub sessions_max: IntGauge,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounterVec,
     pub sessions_rejected: IntCounterVec,
@@ -57,14 +58,31 @@ pub struct Metrics {
     pub upstream_pool_age_seconds: Histogram,
     pub session_duration_seconds: Histogram,
     pub first_upstream_event_seconds: Histogram,
+    pub tokens: IntCounterVec,
+    /// The closed set of `model` label values; anything else is counted as `other`.
+    known_models: Vec<String>,
 }
 
+/// Realtime models named in token metrics even when not configured.
+pub const BUILTIN_MODELS: [&str; 5] = [
+    "gpt-realtime",
+    "gpt-realtime-mini",
+    "gpt-realtime-2",
+    "gpt-4o-realtime-preview",
+    "gpt-4o-mini-realtime-preview",
+];
+
 /// Reasons a session is refused at admission.
-pub const REJECT_LABELS: [&str; 4] = [
+pub const REJECT_LABELS: [&str; 9] = [
     "capacity_exceeded",
     "invalid_request",
     "origin_not_allowed",
     "server_shutting_down",
+    "unauthorized",
+    "too_many_connections",
+    "rate_limited",
+    "model_not_allowed",
+    "budget_exceeded",
 ];
 /// Reasons an upstream dial fails.
 pub const CONNECT_FAILURE_LABELS: [&str; 5] = [
@@ -76,12 +94,32 @@ pub const CONNECT_FAILURE_LABELS: [&str; 5] = [
 ];
 
 impl Metrics {
-    /// `pool_models` are the pooled models: the closed set of the pool metrics' `model` label.
-    pub fn new(pool_models: &[String]) -> Metrics {
+    /// `pool_models` label the pool metrics; `models` (configured ones: default, pooled, allowed)
+    /// join `BUILTIN_MODELS` as the closed set of the token metric's `model` label.
+    pub fn new(pool_models: &[String], models: &[String]) -> Metrics {
+        let mut known_models: Vec<String> = BUILTIN_MODELS.iter().map(|m| m.to_string()).collect();
+        for m in models.iter().chain(pool_models) {
+            if !known_models.contains(m) {
+                known_models.push(m.clone());
+            }
+        }
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "relay_tokens_total",
+                "Tokens the upstream reported used (response.done, transcription), by model and kind.",
+            ),
+            &["model", "kind"],
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         let sessions_active = IntGauge::new(
             "relay_sessions_active",
             "Client sessions currently admitted.",
+        )
+        .expect("valid metric");
+        let sessions_max = IntGauge::new(
+            "relay_sessions_max",
+            "MAX_CONNECTIONS: the most sessions this relay admits at once.",
         )
         .expect("valid metric");
         let sessions_opened = IntCounter::new(
@@ -171,6 +209,11 @@ impl Metrics {
             .buckets(vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
         )
         .expect("valid metric");
+        for model in known_models.iter().map(String::as_str).chain(["other"]) {
+            for kind in crate::usage::Usage::default().by_kind().map(|(k, _)| k) {
+                tokens.with_label_values(&[model, kind]);
+            }
+        }
         for model in pool_models {
             upstream_pool_warm.with_label_values(&[model]);
             upstream_pool_hits.with_label_values(&[model]);
@@ -224,6 +267,7 @@ impl Metrics {
 
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_max.clone()),
             Box::new(sessions_opened.clone()),
             Box::new(sessions_closed.clone()),
             Box::new(sessions_rejected.clone()),
@@ -238,6 +282,7 @@ impl Metrics {
             Box::new(upstream_pool_age_seconds.clone()),
             Box::new(session_duration_seconds.clone()),
             Box::new(first_upstream_event_seconds.clone()),
+            Box::new(tokens.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -245,6 +290,7 @@ impl Metrics {
         Metrics {
             registry,
             sessions_active,
+            sessions_max,
             sessions_opened,
             sessions_closed,
             sessions_rejected,
@@ -259,7 +305,17 @@ impl Metrics {
             upstream_pool_age_seconds,
             session_duration_seconds,
             first_upstream_event_seconds,
+            tokens,
+            known_models,
         }
+    }
+
+    /// The token metric's `model` label for `model`: itself if known, else `other`.
+    pub fn model_label<'a>(&'a self, model: &str) -> &'a str {
+        self.known_models
+            .iter()
+            .find(|m| *m == model)
+            .map_or("other", String::as_str)
     }
 
     pub fn flow(&self, d: Direction) -> &Flow {
@@ -290,6 +346,6 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(&[])
+        Self::new(&[], &[])
     }
 }

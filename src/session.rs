@@ -22,14 +22,18 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::{
-    close::CloseReason,
+    close::{error_event, CloseReason},
+    identity::Identity,
     metrics::{Flow, Metrics},
     registry::{self, Registry, SessionId},
     upstream::{self, Dialer, Upstream, Writer},
+    usage::Usage,
 };
 
 /// How long the client gets to take the final `error` event and close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long before `MAX_SESSION_DURATION` the client is warned (`session_expiring`).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 
 /// State the session's pumps write and the actor reads; all on the session's own thread.
 #[derive(Default)]
@@ -42,6 +46,12 @@ pub struct Shared {
     pub client_write_blocked: Cell<bool>,
     /// A frame for the upstream is waiting for room in its socket.
     pub upstream_write_blocked: Cell<bool>,
+    /// Responses the upstream has started (`response.created`) and not finished.
+    pub responses_in_flight: Cell<u32>,
+    /// Set when a budget this session draws on is spent: end after the response in flight.
+    pub budget_spent: Cell<Option<&'static str>>,
+    /// Tokens the upstream reported for this session.
+    pub usage: Cell<Usage>,
 }
 
 #[derive(Default)]
@@ -92,6 +102,13 @@ pub struct UpstreamEnded {
     pub reason: CloseReason,
 }
 
+/// A budget this session draws on is spent: end it once no response is in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BudgetSpent {
+    pub which: &'static str,
+}
+
 /// End the session from the relay's side (shutdown, eviction).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -109,6 +126,7 @@ pub struct SessionInfo {
     pub id: SessionId,
     pub client: Option<String>,
     pub model: String,
+    pub identity: String,
     pub age_seconds: u64,
     pub idle_seconds: u64,
     pub client_to_upstream_bytes: u64,
@@ -118,23 +136,10 @@ pub struct SessionInfo {
 /// The log target for per-message event types (`DEBUG=true`); never payloads.
 pub const EVENTS_TARGET: &str = "openai_realtime_relay::events";
 
-/// The `type` of a Realtime event, found without parsing the JSON (only for debug logging;
-/// best effort: the first `"type"` key in the text).
+/// The `type` of a Realtime event, found without parsing the JSON (only for debug logging):
+/// the top-level `"type"` key when it is among the first bytes, as OpenAI and the SDKs send it.
 pub fn event_type(text: &str) -> &str {
-    let Some(at) = text.find("\"type\"") else {
-        return "-";
-    };
-    let rest = text[at + 6..].trim_start();
-    let Some(rest) = rest.strip_prefix(':') else {
-        return "-";
-    };
-    let Some(rest) = rest.trim_start().strip_prefix('"') else {
-        return "-";
-    };
-    match rest.find('"') {
-        Some(end) if end <= 128 => &rest[..end],
-        _ => "-",
-    }
+    crate::usage::top_level_type(text).unwrap_or("-")
 }
 
 /// Logs one message's event type at debug level on `EVENTS_TARGET`.
@@ -155,6 +160,10 @@ pub struct Params {
     pub query: String,
     pub model: String,
     pub client_ip: Option<IpAddr>,
+    pub identity: Identity,
+    /// `OpenAI-Safety-Identifier` for the upstream handshake, when enabled.
+    pub safety_id: Option<String>,
+    pub max_session_duration: Option<Duration>,
     pub registry: Addr<Registry>,
     pub metrics: Arc<Metrics>,
     pub dialer: Rc<Dialer>,
@@ -169,6 +178,9 @@ pub struct Session {
     query: String,
     model: String,
     client_ip: Option<IpAddr>,
+    identity: Identity,
+    safety_id: Option<String>,
+    max_session_duration: Option<Duration>,
     registry: Addr<Registry>,
     metrics: Arc<Metrics>,
     dialer: Rc<Dialer>,
@@ -192,6 +204,9 @@ impl Session {
             query: p.query,
             model: p.model,
             client_ip: p.client_ip,
+            identity: p.identity,
+            safety_id: p.safety_id,
+            max_session_duration: p.max_session_duration,
             registry: p.registry,
             metrics: p.metrics,
             dialer: p.dialer,
@@ -223,11 +238,31 @@ impl Session {
         self.opened_at = Instant::now();
         let log_events = log::log_enabled!(target: EVENTS_TARGET, log::Level::Debug);
         log::info!(
-            "session={id} opened client={} model={}",
+            "session={id} opened client={} identity={} model={}",
             self.client_ip
                 .map_or_else(|| "-".into(), |ip| ip.to_string()),
+            self.identity.key,
             self.model
         );
+        if let Some(max) = self.max_session_duration {
+            ctx.run_later(max.saturating_sub(EXPIRY_WARNING), |act, _| {
+                let event = error_event(
+                    &act.event_id(),
+                    "session_expiring",
+                    &format!(
+                        "The relay ends this session in {} seconds (MAX_SESSION_DURATION).",
+                        EXPIRY_WARNING.as_secs()
+                    ),
+                );
+                let mut client = act.client.clone();
+                actix_web::rt::spawn(async move {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, client.text(event)).await;
+                });
+            });
+            ctx.run_later(max, |act, ctx| {
+                act.end(CloseReason::SessionMaxDuration, ctx)
+            });
+        }
         let (opened_tx, opened_rx) = oneshot::channel();
         self.upstream = Some(
             Upstream::new(upstream::Params {
@@ -242,6 +277,8 @@ impl Session {
                 opened: opened_tx,
                 admitted_at: self.opened_at,
                 log_events,
+                identity: self.identity.key.clone(),
+                safety_id: self.safety_id.clone(),
             })
             .start(),
         );
@@ -346,6 +383,8 @@ impl Actor for Session {
                 addr: ctx.address(),
                 model: self.model.clone(),
                 client_ip: self.client_ip,
+                identity: self.identity.key.clone(),
+                credential_models: self.identity.models.clone(),
                 opened_at: self.opened_at,
             },
         });
@@ -377,12 +416,15 @@ impl Actor for Session {
             .map_or("server_shutting_down", |r| r.label());
         self.registry.do_send(registry::Release { id, reason });
         let s = &self.shared;
+        let tokens = s.usage.get();
         log::info!(
-            "session={id} closed client={} model={} reason={reason} code={} duration_ms={} \
-             client_to_upstream_messages={} client_to_upstream_bytes={} \
-             upstream_to_client_messages={} upstream_to_client_bytes={}",
+            "session={id} closed client={} identity={} model={} reason={reason} code={} \
+             duration_ms={} client_to_upstream_messages={} client_to_upstream_bytes={} \
+             upstream_to_client_messages={} upstream_to_client_bytes={} \
+             input_tokens={} output_tokens={} total_tokens={}",
             self.client_ip
                 .map_or_else(|| "-".into(), |ip| ip.to_string()),
+            self.identity.key,
             self.model,
             self.ending.as_ref().map_or(1012, |r| r.client_code()),
             self.opened_at.elapsed().as_millis(),
@@ -390,6 +432,9 @@ impl Actor for Session {
             s.client_to_upstream.bytes.get(),
             s.upstream_to_client.messages.get(),
             s.upstream_to_client.bytes.get(),
+            tokens.input_tokens,
+            tokens.output_tokens,
+            tokens.billable(),
         );
         Running::Stop
     }
@@ -425,6 +470,7 @@ impl Handler<Describe> for Session {
             id,
             client: self.client_ip.map(|ip| ip.to_string()),
             model: self.model.clone(),
+            identity: self.identity.key.clone(),
             age_seconds: now.duration_since(self.opened_at).as_secs(),
             idle_seconds: idle.as_secs(),
             client_to_upstream_bytes: self.shared.client_to_upstream.bytes.get(),
@@ -450,6 +496,19 @@ impl Handler<UpstreamEnded> for Session {
 
     fn handle(&mut self, msg: UpstreamEnded, ctx: &mut Context<Self>) {
         self.end(msg.reason, ctx);
+    }
+}
+
+impl Handler<BudgetSpent> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: BudgetSpent, ctx: &mut Context<Self>) {
+        self.shared.budget_spent.set(Some(msg.which));
+        // With a response streaming, the upstream reader ends the session after its
+        // `response.done`, so the client is not cut off mid-answer.
+        if self.shared.responses_in_flight.get() == 0 {
+            self.end(CloseReason::BudgetExceeded { which: msg.which }, ctx);
+        }
     }
 }
 
@@ -614,5 +673,9 @@ mod tests {
         );
         assert_eq!(event_type("not json"), "-");
         assert_eq!(event_type(r#"{"type":42}"#), "-");
+        assert_eq!(
+            event_type(r#"{"event_id":"e","session":{"type":"realtime"}}"#),
+            "-"
+        );
     }
 }

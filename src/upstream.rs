@@ -33,6 +33,7 @@ use crate::{
     pool::{Pool, Warm},
     registry::{self, Registry},
     session::{self, Session, Shared},
+    usage::{self, Watched},
 };
 
 /// The query a pooled socket for `model` is opened with.
@@ -153,8 +154,14 @@ impl Dialer {
 
     /// An upstream for `query`: a warm one from the pool when `model` is pooled and one is
     /// ready, a fresh dial otherwise.
-    pub async fn open(self: Rc<Self>, query: &str, model: &str) -> Result<Opened, CloseReason> {
-        if let Some(pool) = &self.pool {
+    /// A safety identifier is per client, so such sessions always dial their own socket.
+    pub async fn open(
+        self: Rc<Self>,
+        query: &str,
+        model: &str,
+        safety_id: Option<&str>,
+    ) -> Result<Opened, CloseReason> {
+        if let (Some(pool), None) = (&self.pool, safety_id) {
             if pool.pools(model) && query == pool_query(model) {
                 let (warm, dead) = pool.take(model);
                 let m = &self.metrics;
@@ -182,7 +189,7 @@ impl Dialer {
                 self.refill(model);
             }
         }
-        let socket = self.connect(query).await?;
+        let socket = self.connect(query, safety_id).await?;
         Ok(Opened {
             socket,
             replay: Vec::new(),
@@ -243,7 +250,7 @@ impl Dialer {
     /// Opens a socket for the pool and waits for its first event (`session.created`).
     async fn dial_warm(&self, model: &str) -> Result<Warm, CloseReason> {
         let opened_at = Instant::now();
-        let mut socket = self.connect(&pool_query(model)).await?;
+        let mut socket = self.connect(&pool_query(model), None).await?;
         let mut replay = Vec::new();
         let first = tokio::time::timeout(self.config.connect_timeout, async {
             while let Some(frame) = socket.next().await {
@@ -279,9 +286,13 @@ impl Dialer {
     }
 
     /// Opens the upstream WebSocket for `query` (`model=..` and/or `intent=..`).
-    pub async fn connect(&self, query: &str) -> Result<Socket, CloseReason> {
+    pub async fn connect(
+        &self,
+        query: &str,
+        safety_id: Option<&str>,
+    ) -> Result<Socket, CloseReason> {
         let started = Instant::now();
-        let result = self.dial(query).await;
+        let result = self.dial(query, safety_id).await;
         match &result {
             Ok(_) => {
                 let seconds = started.elapsed().as_secs_f64();
@@ -297,7 +308,7 @@ impl Dialer {
         result
     }
 
-    async fn dial(&self, query: &str) -> Result<Socket, CloseReason> {
+    async fn dial(&self, query: &str, safety_id: Option<&str>) -> Result<Socket, CloseReason> {
         let url = format!("{}?{}", self.config.url, query);
         let mut req = self
             .client
@@ -312,6 +323,9 @@ impl Dialer {
         }
         if let Some(project) = &self.config.project {
             req = req.set_header("OpenAI-Project", project.as_str());
+        }
+        if let Some(id) = safety_id {
+            req = req.set_header("OpenAI-Safety-Identifier", id);
         }
         let timeout = self.config.connect_timeout;
         match tokio::time::timeout(timeout, req.connect()).await {
@@ -369,6 +383,8 @@ pub struct Upstream {
     opened: Option<oneshot::Sender<Writer>>,
     admitted_at: Instant,
     log_events: bool,
+    identity: String,
+    safety_id: Option<String>,
     writer: Option<Writer>,
     /// Set when closing: the reader drops upstream frames instead of forwarding them.
     draining: Rc<Cell<bool>>,
@@ -392,6 +408,9 @@ pub struct Params {
     pub admitted_at: Instant,
     /// Log each upstream event's type (debug).
     pub log_events: bool,
+    /// Whose usage this session's `response.done` events count against.
+    pub identity: String,
+    pub safety_id: Option<String>,
 }
 
 impl Upstream {
@@ -408,6 +427,8 @@ impl Upstream {
             opened: Some(p.opened),
             admitted_at: p.admitted_at,
             log_events: p.log_events,
+            identity: p.identity,
+            safety_id: p.safety_id,
             writer: None,
             draining: Rc::new(Cell::new(false)),
             reader_done: false,
@@ -448,6 +469,11 @@ impl Upstream {
                     self.admitted_at,
                     self.metrics.first_upstream_event_seconds.clone(),
                 )),
+                accounting: Accounting {
+                    registry: self.dialer.registry.clone(),
+                    identity: self.identity.clone(),
+                    model: self.model.clone(),
+                },
             },
         );
         ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
@@ -512,9 +538,10 @@ impl Actor for Upstream {
         let dialer = self.dialer.clone();
         let query = self.query.clone();
         let model = self.model.clone();
+        let safety_id = self.safety_id.clone();
         let started = Instant::now();
         ctx.spawn(
-            async move { dialer.open(&query, &model).await }
+            async move { dialer.open(&query, &model, safety_id.as_deref()).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     if act.closing {
@@ -583,9 +610,51 @@ struct ToClient {
     log_events: bool,
     /// Observed once, when the first upstream event is handed to the client.
     first_event: Option<(Instant, prometheus::Histogram)>,
+    accounting: Accounting,
+}
+
+/// Where usage read off `response.done` goes.
+struct Accounting {
+    registry: Addr<Registry>,
+    identity: String,
+    model: String,
 }
 
 impl ToClient {
+    /// Looks at the few event types that matter for accounting (a check of the first bytes;
+    /// anything else is not parsed). Returns true when the session must now end because its
+    /// budget is spent and the response in flight just completed.
+    fn account(&self, text: &str) -> bool {
+        let Some(kind) = usage::watched(text) else {
+            return false;
+        };
+        let s = &self.shared;
+        match kind {
+            Watched::ResponseCreated => {
+                s.responses_in_flight.set(s.responses_in_flight.get() + 1);
+                return false;
+            }
+            Watched::ResponseDone => {
+                s.responses_in_flight
+                    .set(s.responses_in_flight.get().saturating_sub(1));
+            }
+            Watched::TranscriptionCompleted => {}
+        }
+        if let Some(used) = usage::parse_usage(text) {
+            let mut total = s.usage.get();
+            total.add(&used);
+            s.usage.set(total);
+            self.accounting.registry.do_send(registry::RecordUsage {
+                identity: self.accounting.identity.clone(),
+                model: self.accounting.model.clone(),
+                usage: used,
+            });
+        }
+        kind == Watched::ResponseDone
+            && s.budget_spent.get().is_some()
+            && s.responses_in_flight.get() == 0
+    }
+
     #[inline]
     fn record(&mut self, msg: &Message, len: usize) {
         self.flow.record(len);
@@ -689,11 +758,17 @@ async fn read_upstream(
             Message::Binary(data)
         };
         to.record(&msg, len);
+        let budget_end = matches!(&msg, Message::Text(t) if to.account(t));
         shared.client_write_blocked.set(true);
         let sent = client.send(msg).await;
         shared.client_write_blocked.set(false);
         if sent.is_err() {
             return CloseReason::ClientGone;
+        }
+        if budget_end {
+            return CloseReason::BudgetExceeded {
+                which: shared.budget_spent.get().unwrap_or("daily"),
+            };
         }
     }
     CloseReason::UpstreamGone

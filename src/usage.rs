@@ -98,6 +98,16 @@ const WATCHED_TYPES: [(&[u8], Watched); 3] = [
 /// and such an event counts as unwatched. Works on bytes, so any input is safe, including one whose
 /// 96th byte falls inside a multibyte character.
 pub fn watched(text: &str) -> Option<Watched> {
+    let kind = top_level_type(text)?;
+    WATCHED_TYPES
+        .iter()
+        .find_map(|(name, watched)| (kind.as_bytes() == *name).then_some(*watched))
+}
+
+/// The value of the top-level `"type"` key, when the key starts within the first
+/// `WATCH_WINDOW` bytes (the same cheap look as [`watched`]); values longer than 128 bytes are
+/// not returned. Also used to log event types without parsing the JSON.
+pub fn top_level_type(text: &str) -> Option<&str> {
     let bytes = text.as_bytes();
     let window = &bytes[..bytes.len().min(WATCH_WINDOW)];
     let mut depth = 0usize;
@@ -112,7 +122,7 @@ pub fn watched(text: &str) -> Option<Watched> {
                 let content = &window[i + 1..end];
                 let colon = skip_ws(window, end + 1);
                 if depth == 1 && content == b"type" && window.get(colon) == Some(&b':') {
-                    return watched_value(bytes, colon + 1);
+                    return type_value(bytes, colon + 1);
                 }
                 i = end;
             }
@@ -121,6 +131,17 @@ pub fn watched(text: &str) -> Option<Watched> {
         i += 1;
     }
     None
+}
+
+/// The string value starting at or after `from` (whitespace first), at most 128 bytes.
+fn type_value(bytes: &[u8], from: usize) -> Option<&str> {
+    // Whitespace after the colon is only skipped up to the end of the window; JSON with more than
+    // that is not what OpenAI sends.
+    let start = skip_ws(&bytes[..bytes.len().min(WATCH_WINDOW)], from);
+    let rest = bytes.get(start..)?.strip_prefix(b"\"")?;
+    let limit = &rest[..rest.len().min(129)];
+    let end = limit.iter().position(|b| *b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Index of the closing quote of a JSON string whose content starts at `from`, skipping escapes.
@@ -142,18 +163,6 @@ fn skip_ws(bytes: &[u8], from: usize) -> usize {
         i += 1;
     }
     i
-}
-
-/// Reads the `"type"` value starting at or after `from` (whitespace first) and matches it.
-fn watched_value(bytes: &[u8], from: usize) -> Option<Watched> {
-    // Whitespace after the colon is only skipped up to the end of the window; JSON with more than
-    // that is not what OpenAI sends.
-    let start = skip_ws(&bytes[..bytes.len().min(WATCH_WINDOW)], from);
-    let rest = bytes.get(start..)?.strip_prefix(b"\"")?;
-    WATCHED_TYPES.iter().find_map(|(name, kind)| {
-        let after = rest.strip_prefix(*name)?;
-        (after.first() == Some(&b'"')).then_some(*kind)
-    })
 }
 
 /// `usage` as OpenAI sends it; every field optional (absent or `null`).

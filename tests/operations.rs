@@ -852,8 +852,6 @@ async fn json_logs_carry_fields_and_no_secrets() {
 /// With DEBUG=true the type logged for an upstream event is its top-level `type`, also when a
 /// nested object with a `type` comes first (the demo server's JSON has sorted keys).
 #[actix_web::test]
-#[ignore = "relay bug: session::event_type takes the first \"type\" key anywhere in the text, \
-            so session.created is logged as type=audio/pcm and response.done as type=output_audio"]
 async fn debug_logs_the_top_level_event_type() {
     let (lines, records) = json_logged_session("json-event-types").await;
     let upstream: Vec<String> = event_types(&records)

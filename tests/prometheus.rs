@@ -221,6 +221,7 @@ fn alerts_fire_on_their_conditions_and_only_then() {
     let series = [
         (r#"up{instance="bad"}"#, "0x20"),
         (r#"relay_sessions_active{instance="bad"}"#, "90x20"),
+        (r#"relay_sessions_max{instance="bad"}"#, "100x20"),
         (r#"relay_sessions_opened_total{instance="bad"}"#, "0+60x20"),
         (
             r#"relay_upstream_connect_failures_total{instance="bad",reason="upstream_auth_failed"}"#,
@@ -232,6 +233,7 @@ fn alerts_fire_on_their_conditions_and_only_then() {
         ),
         (r#"up{instance="good"}"#, "1x20"),
         (r#"relay_sessions_active{instance="good"}"#, "40x20"),
+        (r#"relay_sessions_max{instance="good"}"#, "100x20"),
         (r#"relay_sessions_opened_total{instance="good"}"#, "0+60x20"),
         (
             r#"relay_upstream_connect_failures_total{instance="good",reason="upstream_timeout"}"#,
@@ -243,6 +245,7 @@ fn alerts_fire_on_their_conditions_and_only_then() {
         ),
         (r#"up{instance="idle"}"#, "1x20"),
         (r#"relay_sessions_active{instance="idle"}"#, "0x20"),
+        (r#"relay_sessions_max{instance="idle"}"#, "100x20"),
         (r#"relay_sessions_opened_total{instance="idle"}"#, "0+1x20"),
         (
             r#"relay_upstream_connect_failures_total{instance="idle",reason="upstream_unavailable"}"#,

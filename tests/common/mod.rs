@@ -23,6 +23,8 @@ pub const TEST_KEY: &str = "sk-test-SERVERKEY-5f2b9c1e";
 
 pub type Ws = Framed<BoxedSocket, Codec>;
 
+static NEXT_FILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub struct Harness {
     pub relay: Relay,
     pub fake: FakeUpstream,
@@ -49,6 +51,13 @@ pub fn config(upstream_url: &str, extra: &[(&str, &str)]) -> Config {
     map.insert("OPENAI_API_URL".into(), upstream_url.into());
     map.insert("HOST".into(), "127.0.0.1".into());
     map.insert("PORT".into(), "0".into());
+    // Each relay keeps its usage ledger in a file of its own, outside the repository.
+    let usage_file = std::env::temp_dir().join(format!(
+        "relay-test-usage-{}-{}.json",
+        std::process::id(),
+        NEXT_FILE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    map.insert("USAGE_STATE_FILE".into(), usage_file.display().to_string());
     for (k, v) in extra {
         map.insert((*k).into(), (*v).into());
     }
