@@ -573,11 +573,11 @@ fn read_protection(r: &mut Reader<'_>) -> Protection {
         );
     }
     let max_session_ms = r.number::<u64>("MAX_SESSION_DURATION", 0, 0);
-    if max_session_ms != 0 && max_session_ms < 120_000 {
+    if max_session_ms != 0 && max_session_ms < 1_000 {
         r.invalid(
             "MAX_SESSION_DURATION",
             &max_session_ms.to_string(),
-            "must be 0 (off) or at least 120000 ms (the client is warned 60 s before the end)",
+            "must be 0 (off) or at least 1000 ms",
         );
     }
     let budget = |r: &mut Reader<'_>, name: &'static str| {

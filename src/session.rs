@@ -35,6 +35,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long before `MAX_SESSION_DURATION` the client is warned (`session_expiring`).
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 
+/// The warning comes `EXPIRY_WARNING` before the end, or halfway for limits under two minutes.
+pub fn expiry_warning_lead(max: Duration) -> Duration {
+    EXPIRY_WARNING.min(max / 2)
+}
+
 /// State the session's pumps write and the actor reads; all on the session's own thread.
 #[derive(Default)]
 pub struct Shared {
@@ -245,13 +250,14 @@ impl Session {
             self.model
         );
         if let Some(max) = self.max_session_duration {
-            ctx.run_later(max.saturating_sub(EXPIRY_WARNING), |act, _| {
+            let lead = expiry_warning_lead(max);
+            ctx.run_later(max - lead, move |act, _| {
                 let event = error_event(
                     &act.event_id(),
                     "session_expiring",
                     &format!(
-                        "The relay ends this session in {} seconds (MAX_SESSION_DURATION).",
-                        EXPIRY_WARNING.as_secs()
+                        "The relay ends this session in {} ms (MAX_SESSION_DURATION).",
+                        lead.as_millis()
                     ),
                 );
                 let mut client = act.client.clone();
@@ -660,6 +666,18 @@ async fn forward(writer: &Writer, msg: Message, len: usize, shared: &Shared, flo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_warning_comes_a_minute_early_or_halfway() {
+        assert_eq!(
+            expiry_warning_lead(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            expiry_warning_lead(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
+    }
 
     #[test]
     fn event_type_is_found_without_parsing() {
