@@ -189,6 +189,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let max_message_size = config.max_message_size;
     let dialer_metrics = state.metrics.clone();
     let dialer_registry = registry.clone();
+    let user_timeout = config.heartbeat_interval * 3;
     let server = HttpServer::new(move || {
         let pool = (!pool_models.is_empty())
             .then(|| pool::Pool::new(&pool_models, per_worker, pool_max_idle));
@@ -204,6 +205,17 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
             .app_data(state.clone())
             .app_data(dialer)
             .configure(http::routes)
+    })
+    .on_connect(move |conn, _| {
+        // A client that stops reading leaves the relay's writes unacknowledged (zero window).
+        // Its session is ended after two missed heartbeats, but only the kernel can drop the
+        // connection and the bytes queued for it: bound that at three heartbeat intervals.
+        #[cfg(target_os = "linux")]
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout));
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (conn, user_timeout);
     })
     .workers(workers)
     // Sessions are drained before the server stops; what is left after that is cut.

@@ -75,3 +75,48 @@ async fn slow_reader_that_keeps_up_eventually_gets_everything() {
     assert_eq!(stats["active_sessions"], 1, "{stats}");
     h.stop().await;
 }
+
+/// After a stalled client's session is ended, the relay does not keep its connection (and the
+/// bytes queued for it) alive: the kernel drops it once writes have gone unacknowledged for
+/// three heartbeat intervals, so the client, when it finally reads, finds the connection gone
+/// instead of the relay's close frame.
+#[actix_web::test]
+async fn stalled_client_connection_is_dropped_not_kept() {
+    use futures_util::StreamExt;
+    let h = start(
+        Script::with_mode(Mode::Stream {
+            message_bytes: 64 * 1024,
+            interval: None,
+            count: None,
+        }),
+        &[("HEARTBEAT_INTERVAL", "200")],
+    )
+    .await;
+    let (_, mut ws) = connect_with(&format!("{}/realtime", h.base), &["realtime"], &[])
+        .await
+        .expect("upgrade");
+    h.fake
+        .recorder()
+        .wait_closes(1, T)
+        .await
+        .expect("the stalled session is ended");
+    // Deliberate: let the 600 ms TCP user timeout pass while still not reading.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut saw_close = false;
+    let ended = tokio::time::timeout(T, async {
+        while let Some(frame) = ws.next().await {
+            match frame {
+                Ok(awc::ws::Frame::Close(_)) => saw_close = true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection should end, not stay open");
+    assert!(
+        !saw_close,
+        "the relay kept the stalled connection until the client read again"
+    );
+    h.stop().await;
+}
