@@ -20,9 +20,15 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin relay
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin relay \
+    && mkdir -p /var/lib/openai-realtime-relay \
+    && chown relay /var/lib/openai-realtime-relay
 COPY --from=build /usr/local/bin/openai-realtime-relay /usr/local/bin/openai-realtime-relay
 USER relay
+# The usage ledger (USAGE_STATE_FILE, default relay-usage.json in the working directory) lives
+# here; mount a volume on it so usage totals and budgets survive container restarts.
+WORKDIR /var/lib/openai-realtime-relay
+VOLUME /var/lib/openai-realtime-relay
 # Inside a container the relay must listen on every interface; publish the port with -p.
 ENV HOST=0.0.0.0 PORT=8080
 EXPOSE 8080
