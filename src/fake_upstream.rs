@@ -67,6 +67,9 @@ pub struct Script {
     /// Keep every received message for [`Recorder::messages`]. Off for long benchmarks, where
     /// keeping them would grow without bound; [`Recorder::message_count`] still counts them.
     pub record_messages: bool,
+    /// Demo mode waits this long before each delta of a streamed response, so a test can act
+    /// while a response is in flight. Zero (the default) streams at once.
+    pub demo_delta_delay: Duration,
 }
 
 impl Script {
@@ -93,6 +96,7 @@ impl Script {
             drop_after_open: false,
             max_message_size: 64 * 1024 * 1024,
             record_messages: true,
+            demo_delta_delay: Duration::ZERO,
         }
     }
 }
@@ -902,6 +906,13 @@ impl Connection {
         }
     }
 
+    /// The script's pause before a streamed delta, if any.
+    async fn delta_pause(&self) {
+        if !self.script.demo_delta_delay.is_zero() {
+            tokio::time::sleep(self.script.demo_delta_delay).await;
+        }
+    }
+
     /// A short, deterministic response: audio with a transcript, or text when asked for text only.
     async fn demo_response(&mut self, text_only: bool) -> Result<(), actix_ws::Closed> {
         const WORDS: [&str; 4] = ["Hello ", "from the ", "fake ", "upstream."];
@@ -952,6 +963,7 @@ impl Connection {
         let transcript: String = WORDS.concat();
         if text_only {
             for word in WORDS {
+                self.delta_pause().await;
                 let delta = json!({"type": "response.output_text.delta", "delta": word});
                 self.send_event(with(delta, &part_at)).await?;
             }
@@ -961,8 +973,10 @@ impl Connection {
             // 480 zero bytes of PCM16 (10 ms of silence at 24 kHz), base64-encoded.
             let silence = "A".repeat(640);
             for word in WORDS {
+                self.delta_pause().await;
                 let audio = json!({"type": "response.output_audio.delta", "delta": silence});
                 self.send_event(with(audio, &part_at)).await?;
+                self.delta_pause().await;
                 let said = json!({"type": "response.output_audio_transcript.delta", "delta": word});
                 self.send_event(with(said, &part_at)).await?;
             }
