@@ -303,6 +303,24 @@ impl Reader<'_> {
         }
     }
 
+    /// A comma list of model names (empty when unset), each checked like a `?model=` value.
+    fn models(&mut self, name: &'static str) -> Vec<String> {
+        let raw = self.string(name, "");
+        let models: Vec<String> = raw
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if let Some(bad) = models.iter().find(|m| !is_query_safe(m)) {
+            self.invalid(
+                name,
+                &raw,
+                format!("{bad:?} may contain only letters, digits, '-', '_', '.' and ':'"),
+            );
+        }
+        models
+    }
+
     fn millis(&mut self, name: &'static str, default_ms: u64) -> Duration {
         Duration::from_millis(self.number(name, default_ms, 1))
     }
@@ -417,19 +435,7 @@ impl Config {
             }
         }
         let pool_size = r.number::<usize>("UPSTREAM_POOL_SIZE", 0, 0);
-        let pool_models_raw = r.string("UPSTREAM_POOL_MODELS", "");
-        let pool_models: Vec<String> = pool_models_raw
-            .split(',')
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty())
-            .collect();
-        if let Some(bad) = pool_models.iter().find(|m| !is_query_safe(m)) {
-            r.invalid(
-                "UPSTREAM_POOL_MODELS",
-                &pool_models_raw,
-                format!("{bad:?} may contain only letters, digits, '-', '_', '.' and ':'"),
-            );
-        }
+        let pool_models = r.models("UPSTREAM_POOL_MODELS");
         let pool_max_idle = r.millis("UPSTREAM_POOL_MAX_IDLE", 60_000);
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = r.number::<usize>("WORKERS", cpus, 1);
@@ -559,19 +565,7 @@ fn read_protection(r: &mut Reader<'_>) -> Protection {
     }
     let max_connections_per_client = r.number::<usize>("MAX_CONNECTIONS_PER_CLIENT", 0, 0);
     let connection_rate_per_client = r.number::<u32>("CONNECTION_RATE_PER_CLIENT", 0, 0);
-    let models = r.string("ALLOWED_MODELS", "");
-    let allowed_models: Vec<String> = models
-        .split(',')
-        .map(|m| m.trim().to_string())
-        .filter(|m| !m.is_empty())
-        .collect();
-    if let Some(bad) = allowed_models.iter().find(|m| !is_query_safe(m)) {
-        r.invalid(
-            "ALLOWED_MODELS",
-            &models,
-            format!("{bad:?} may contain only letters, digits, '-', '_', '.' and ':'"),
-        );
-    }
+    let allowed_models = r.models("ALLOWED_MODELS");
     let max_session_ms = r.number::<u64>("MAX_SESSION_DURATION", 0, 0);
     if max_session_ms != 0 && max_session_ms < 1_000 {
         r.invalid(

@@ -82,6 +82,14 @@ impl Safety {
 }
 
 impl AppState {
+    /// Counts a connection refused before it became a session.
+    fn count_rejection(&self, label: &str) {
+        self.metrics
+            .sessions_rejected
+            .with_label_values(&[label])
+            .inc();
+    }
+
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -240,15 +248,11 @@ async fn realtime(
             })));
     }
     if state.is_draining() {
-        state
-            .metrics
-            .sessions_rejected
-            .with_label_values(&["server_shutting_down"])
-            .inc();
+        state.count_rejection("server_shutting_down");
         return Ok(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_shutting_down",
-            "The relay is shutting down; reconnect to another instance.",
+            &CloseReason::ShuttingDown.message(),
         ));
     }
     let origin = origin(&req);
@@ -261,11 +265,7 @@ async fn realtime(
             client_ip(&state, &req).map_or_else(|| "-".into(), |ip| ip.to_string()),
             origin.unwrap_or("(none)")
         );
-        state
-            .metrics
-            .sessions_rejected
-            .with_label_values(&["origin_not_allowed"])
-            .inc();
+        state.count_rejection("origin_not_allowed");
         return Ok(json_error(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
@@ -335,11 +335,7 @@ async fn realtime(
                 ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
                 reason.label()
             );
-            state
-                .metrics
-                .sessions_rejected
-                .with_label_values(&[reason.label()])
-                .inc();
+            state.count_rejection(reason.label());
             session::say_goodbye(client, &reason, "relay_evt_refused");
             drop(stream);
         }
