@@ -10,9 +10,7 @@ mod common;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,7 +19,7 @@ use awc::{
     ws::{Frame, Message},
     ClientResponse,
 };
-use common::*;
+use common::{child::Process, *};
 use futures_util::SinkExt;
 use openai_realtime_relay::{
     config::{Config, ConfigError, KeyPolicy, Secret},
@@ -30,9 +28,6 @@ use openai_realtime_relay::{
     usage::Ledger,
 };
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_openai-realtime-relay");
 
 const ALICE: &str = "tok-alice-123";
 const BOB: &str = "tok-bob-456";
@@ -1027,122 +1022,19 @@ async fn safety_identifier_bypasses_the_warm_pool() {
 // The binary: SIGHUP and logs
 // ---------------------------------------------------------------------------------------------
 
-/// A running child relay and its output lines (stdout and stderr). Killed on drop, and its
-/// directory removed.
-struct Process {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    dir: PathBuf,
+/// Starts `--demo` on 127.0.0.1:0 with only PATH and `env` set, in a fresh directory; `files`
+/// are written into it first.
+fn spawn_demo(test: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Process {
+    let env: Vec<(&str, &str)> = [("HOST", "127.0.0.1"), ("PORT", "0")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    Process::spawn_with_files(test, &["--demo"], &env, files)
 }
 
-fn forward(pipe: impl Read + Send + 'static, tx: mpsc::UnboundedSender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-}
-
-impl Process {
-    /// Starts `--demo` with only PATH and `env` set, in a fresh directory; `files` are written
-    /// into it first.
-    fn spawn(test: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Process {
-        let dir = std::env::temp_dir().join(format!("relay-prot-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        for (name, text) in files {
-            std::fs::write(dir.join(name), text).expect("write file");
-        }
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--demo")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("the binary starts");
-        let (tx, lines) = mpsc::unbounded_channel();
-        forward(child.stdout.take().expect("stdout"), tx.clone());
-        forward(child.stderr.take().expect("stderr"), tx);
-        Process {
-            child,
-            lines,
-            seen: Vec::new(),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Waits for the first line (from now on) that contains `needle`.
-    async fn wait_line(&mut self, needle: &str) -> String {
-        let wait = async {
-            while let Some(line) = self.lines.recv().await {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        };
-        match tokio::time::timeout(T, wait).await {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!("exited without logging {needle:?}: {:#?}", self.seen),
-            Err(_) => panic!("no line with {needle:?} within {T:?}: {:#?}", self.seen),
-        }
-    }
-
-    /// `ws://host:port` from the startup line.
-    async fn base(&mut self) -> String {
-        let line = self.wait_line("listening on ").await;
-        let rest = line.split("listening on ").nth(1).expect("text after it");
-        let addr = rest.split_whitespace().next().expect("an address");
-        assert!(addr.starts_with("127.0.0.1:"), "{line}");
-        format!("ws://{addr}")
-    }
-
-    /// Sends `signal` with kill(1).
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill(1) runs");
-        assert!(status.success(), "kill -{signal} failed: {status:?}");
-    }
-
-    /// SIGTERM, then every line until the process closes its output.
-    async fn finish(mut self) -> Vec<String> {
-        self.signal("TERM");
-        let drain = async {
-            while let Some(line) = self.lines.recv().await {
-                self.seen.push(line);
-            }
-        };
-        if tokio::time::timeout(T, drain).await.is_err() {
-            panic!("the process did not exit: {:#?}", self.seen);
-        }
-        std::mem::take(&mut self.seen)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `ws://host:port` from the startup line.
+async fn base(p: &mut Process) -> String {
+    format!("ws://{}", p.listening().await)
 }
 
 /// Rewrites `path` atomically, so the relay never reads half a file.
@@ -1157,12 +1049,12 @@ fn rewrite(path: &Path, text: &str) {
 /// is admitted.
 #[actix_web::test]
 async fn sighup_reloads_tokens_without_dropping_sessions() {
-    let mut p = Process::spawn(
+    let mut p = spawn_demo(
         "sighup",
         &[("RELAY_TOKENS_FILE", "tokens.txt")],
         &[("tokens.txt", "# team\nalice:tok-alice-123\n")],
     );
-    let base = p.base().await;
+    let base = base(&mut p).await;
     let mut alice = admitted(&base, "/", Style::Sdk, Some(ALICE)).await;
     refused(&base, "/", Style::Browser, Some(BOB), "unauthorized").await;
 
@@ -1201,7 +1093,7 @@ async fn tokens_never_appear_in_logs() {
         &Secret::new(JWT_SECRET),
         &json!({"sub": "user-7", "exp": unix_in(600)}),
     );
-    let mut p = Process::spawn(
+    let mut p = spawn_demo(
         "nolog",
         &[
             ("RELAY_TOKENS", TOKENS),
@@ -1210,7 +1102,7 @@ async fn tokens_never_appear_in_logs() {
         ],
         &[],
     );
-    let base = p.base().await;
+    let base = base(&mut p).await;
     let mut a = admitted(&base, "/", Style::Sdk, Some(ALICE)).await;
     let mut b = admitted(&base, "/", Style::Browser, Some(BOB)).await;
     let mut j = admitted(&base, "/", Style::Browser, Some(&jwt)).await;

@@ -2,6 +2,8 @@
 //! (also on port 0), an awc WebSocket client, and reads that always time out.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::{collections::HashMap, time::Duration};
 
 use actix_codec::Framed;
