@@ -69,6 +69,15 @@ async fn handshake_for(h: &Harness, query: &str) -> Handshake {
     shakes[0].clone()
 }
 
+/// Starts a relay with `extra`, opens one session with `query` and returns the upstream's path
+/// and query pairs.
+async fn forwarded(extra: &[(&str, &str)], query: &str) -> (String, BTreeSet<(String, String)>) {
+    let h = start(Script::echo(), extra).await;
+    let hs = handshake_for(&h, query).await;
+    h.stop().await;
+    path_and_pairs(&hs)
+}
+
 /// Text of `len` bytes that is not one repeated character, so a shifted or dropped chunk shows.
 fn varied_text(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
@@ -253,66 +262,54 @@ async fn upstream_handshake_carries_configured_org_and_project() {
 /// `model` and `intent` are forwarded; every other query parameter is dropped.
 #[actix_web::test]
 async fn only_model_and_intent_are_forwarded() {
-    let h = start(Script::echo(), &[]).await;
-    let hs = handshake_for(&h, "?model=gpt-realtime&api_key=x&foo=bar").await;
     assert_eq!(
-        path_and_pairs(&hs),
+        forwarded(&[], "?model=gpt-realtime&api_key=x&foo=bar").await,
         ("/v1/realtime".into(), pairs(&[("model", "gpt-realtime")]))
     );
-    h.stop().await;
-
-    let h = start(Script::echo(), &[]).await;
-    let hs = handshake_for(
-        &h,
-        "?foo=bar&model=gpt-realtime-2&intent=transcription&api_key=x",
-    )
-    .await;
     assert_eq!(
-        path_and_pairs(&hs).1,
+        forwarded(
+            &[],
+            "?foo=bar&model=gpt-realtime-2&intent=transcription&api_key=x"
+        )
+        .await
+        .1,
         pairs(&[("model", "gpt-realtime-2"), ("intent", "transcription")])
     );
-    h.stop().await;
 }
 
 /// With no model in the query, the upstream is asked for `gpt-realtime-mini`.
 #[actix_web::test]
 async fn default_model_is_gpt_realtime_mini() {
-    let h = start(Script::echo(), &[]).await;
-    let hs = handshake_for(&h, "").await;
     assert_eq!(
-        path_and_pairs(&hs),
+        forwarded(&[], "").await,
         (
             "/v1/realtime".into(),
             pairs(&[("model", "gpt-realtime-mini")])
         )
     );
-    h.stop().await;
 }
 
 /// DEFAULT_MODEL replaces the built-in default, and a client's own model still wins over it.
 #[actix_web::test]
 async fn configured_default_model_is_used() {
-    let h = start(Script::echo(), &[("DEFAULT_MODEL", "gpt-realtime-2")]).await;
-    let hs = handshake_for(&h, "?foo=bar").await;
-    assert_eq!(path_and_pairs(&hs).1, pairs(&[("model", "gpt-realtime-2")]));
-    h.stop().await;
-
-    let h = start(Script::echo(), &[("DEFAULT_MODEL", "gpt-realtime-2")]).await;
-    let hs = handshake_for(&h, "?model=gpt-realtime").await;
-    assert_eq!(path_and_pairs(&hs).1, pairs(&[("model", "gpt-realtime")]));
-    h.stop().await;
+    let default = [("DEFAULT_MODEL", "gpt-realtime-2")];
+    assert_eq!(
+        forwarded(&default, "?foo=bar").await.1,
+        pairs(&[("model", "gpt-realtime-2")])
+    );
+    assert_eq!(
+        forwarded(&default, "?model=gpt-realtime").await.1,
+        pairs(&[("model", "gpt-realtime")])
+    );
 }
 
 /// `intent=transcription` alone is forwarded alone: no default model is added.
 #[actix_web::test]
 async fn transcription_intent_is_forwarded_without_a_model() {
-    let h = start(Script::echo(), &[]).await;
-    let hs = handshake_for(&h, "?intent=transcription").await;
     assert_eq!(
-        path_and_pairs(&hs),
+        forwarded(&[], "?intent=transcription").await,
         ("/v1/realtime".into(), pairs(&[("intent", "transcription")]))
     );
-    h.stop().await;
 }
 
 /// A model that would smuggle query syntax upstream is refused (`invalid_request`, 1008) and
@@ -474,6 +471,13 @@ fn frame_kind(frame: &Frame) -> String {
     }
 }
 
+/// Sends `items` as continuation frames, one after another.
+async fn send_fragments(ws: &mut Ws, items: [actix_ws::Item; 3]) {
+    for item in items {
+        send(ws, Message::Continuation(item)).await;
+    }
+}
+
 /// A text message sent as FirstText/Continue/Last fragments reaches the upstream as one message.
 #[actix_web::test]
 async fn fragmented_text_is_reassembled() {
@@ -485,19 +489,13 @@ async fn fragmented_text_is_reassembled() {
         r#""note":"é€"#,
         r#"","n":7}"#,
     ];
-    send(
+    send_fragments(
         &mut ws,
-        Message::Continuation(Item::FirstText(Bytes::from_static(parts[0].as_bytes()))),
-    )
-    .await;
-    send(
-        &mut ws,
-        Message::Continuation(Item::Continue(Bytes::from_static(parts[1].as_bytes()))),
-    )
-    .await;
-    send(
-        &mut ws,
-        Message::Continuation(Item::Last(Bytes::from_static(parts[2].as_bytes()))),
+        [
+            Item::FirstText(Bytes::from_static(parts[0].as_bytes())),
+            Item::Continue(Bytes::from_static(parts[1].as_bytes())),
+            Item::Last(Bytes::from_static(parts[2].as_bytes())),
+        ],
     )
     .await;
     let whole = parts.concat();
@@ -519,19 +517,13 @@ async fn fragmented_binary_is_reassembled() {
     let h = start(Script::echo(), &[]).await;
     let mut ws = connect(&h, "/v1/realtime").await;
     let chunks: [&'static [u8]; 3] = [&[0, 1, 2, 0xff], &[3, 4], &[0x80, 5]];
-    send(
+    send_fragments(
         &mut ws,
-        Message::Continuation(Item::FirstBinary(Bytes::from_static(chunks[0]))),
-    )
-    .await;
-    send(
-        &mut ws,
-        Message::Continuation(Item::Continue(Bytes::from_static(chunks[1]))),
-    )
-    .await;
-    send(
-        &mut ws,
-        Message::Continuation(Item::Last(Bytes::from_static(chunks[2]))),
+        [
+            Item::FirstBinary(Bytes::from_static(chunks[0])),
+            Item::Continue(Bytes::from_static(chunks[1])),
+            Item::Last(Bytes::from_static(chunks[2])),
+        ],
     )
     .await;
     let whole = chunks.concat();
@@ -703,11 +695,9 @@ async fn client_close_code_reaches_upstream() {
     h.stop().await;
 }
 
-/// An upstream close (4000, beta_api_shape_disabled) reaches the client with the same code and
-/// reason and no `error` event.
-#[actix_web::test]
-async fn upstream_close_code_and_reason_reach_client() {
-    let reason = "invalid_request_error.beta_api_shape_disabled";
+/// Starts an upstream that closes with 4000 and `reason` right after opening, and returns the
+/// reason the client's close carried, after asserting it came with code 4000 and no `error`.
+async fn upstream_close_reason(reason: &str) -> Option<String> {
     let h = start(
         Script {
             close_after_open: Some((4000, reason.into())),
@@ -724,8 +714,16 @@ async fn upstream_close_code_and_reason_reach_client() {
     );
     let close = close.expect("close carries a code");
     assert_eq!(u16::from(close.code), 4000);
-    assert_eq!(close.description.as_deref(), Some(reason));
     h.stop().await;
+    close.description
+}
+
+/// An upstream close (4000, beta_api_shape_disabled) reaches the client with the same code and
+/// reason and no `error` event.
+#[actix_web::test]
+async fn upstream_close_code_and_reason_reach_client() {
+    let reason = "invalid_request_error.beta_api_shape_disabled";
+    assert_eq!(upstream_close_reason(reason).await.as_deref(), Some(reason));
 }
 
 /// An upstream that drops without a close frame gives the client an `upstream_gone` event and
@@ -750,21 +748,10 @@ async fn upstream_drop_is_reported_as_1011() {
 async fn maximal_multibyte_close_reason_passes_intact() {
     let reason = "€".repeat(41); // 123 bytes
     assert_eq!(reason.len(), 123);
-    let h = start(
-        Script {
-            close_after_open: Some((4000, reason.clone())),
-            ..Script::echo()
-        },
-        &[],
-    )
-    .await;
-    let mut ws = connect(&h, "/v1/realtime").await;
-    let (error, close) = expect_close(&mut ws).await;
-    assert_eq!(error, None);
-    let close = close.expect("close carries a code");
-    assert_eq!(u16::from(close.code), 4000);
-    assert_eq!(close.description.as_deref(), Some(reason.as_str()));
-    h.stop().await;
+    assert_eq!(
+        upstream_close_reason(&reason).await.as_deref(),
+        Some(reason.as_str())
+    );
 }
 
 /// An upstream close reason over 123 bytes reaches the client cut to at most 123 bytes on a
@@ -777,30 +764,13 @@ async fn maximal_multibyte_close_reason_passes_intact() {
 async fn overlong_upstream_close_reason_is_cut() {
     // 4-byte characters: 123 bytes would split the 31st, so the cut must back off to 120.
     let reason = "🎧".repeat(40);
-    let h = start(
-        Script {
-            close_after_open: Some((4000, reason.clone())),
-            ..Script::echo()
-        },
-        &[],
-    )
-    .await;
-    let mut ws = connect(&h, "/v1/realtime").await;
-    let (error, close) = expect_close(&mut ws).await;
-    assert_eq!(
-        error, None,
-        "a clean upstream close is passed on, not an error"
-    );
-    let close = close.expect("close carries a code");
-    assert_eq!(u16::from(close.code), 4000);
-    let text = close.description.unwrap_or_default();
+    let text = upstream_close_reason(&reason).await.unwrap_or_default();
     assert!(text.len() <= 123, "reason of {} bytes", text.len());
     assert!(
         reason.starts_with(&text),
         "not a prefix on a char boundary: {text:?}"
     );
     assert_eq!(text, "🎧".repeat(30), "cut shorter than needed");
-    h.stop().await;
 }
 
 /// A client that vanishes without a close frame gets its upstream closed promptly and its slot
