@@ -54,9 +54,9 @@ WORK=$(mktemp -d /tmp/relay-compare.XXXXXX)
 RESULTS=${OUT:-$WORK/results}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
-FAKE_PID= RELAY_PID= NGINX_PID= FAKE2_PID= HEALTH_PID=
+FAKE_PID= RELAY_PID= NGINX_PID= FAKE2_PID= HEALTH_PID= MONITOR_PID=
 cleanup() {
-    for pid in $HEALTH_PID $RELAY_PID $NGINX_PID $FAKE2_PID $FAKE_PID; do
+    for pid in $MONITOR_PID $HEALTH_PID $RELAY_PID $NGINX_PID $FAKE2_PID $FAKE_PID; do
         kill "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
@@ -79,10 +79,20 @@ NPROC=$(nproc)
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "kernel: $(uname -sr)"
     echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-    echo "relay commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes under src/)')"
+    # RELAY_COMMIT names the source when it is not a git checkout (e.g. a `git archive` copy).
+    echo "relay commit: ${RELAY_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes under src/)')}"
     echo "fd limit: $(ulimit -n)"
     echo "rounds: $ROUNDS, quick: $QUICK"
 } | tee "$RESULTS/machine.txt"
+
+# Other work on the machine skews wall-clock numbers (CPU seconds much less): keep a record.
+(
+    while true; do
+        echo "$(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg) top: $(ps -eo pcpu,comm --sort=-pcpu | sed -n '2,5p' | tr -s ' ' | tr '\n' ';')"
+        sleep 5
+    done
+) >"$RESULTS/machine-load.log" 2>&1 &
+MONITOR_PID=$!
 
 start_fake "$BENCH" "$WORK/fake.out" --mode echo
 FAKE_PORT=${FAKE_URL#ws://127.0.0.1:}
