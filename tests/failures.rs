@@ -32,6 +32,43 @@ async fn rejecting(status: u16) -> Harness {
     start(script, &[]).await
 }
 
+/// Opens a session through a relay whose upstream answered with HTTP `status`, and asserts it
+/// ends with `code` and `close_code` and a message that names the status; returns the error.
+async fn refused_for_status(
+    h: &Harness,
+    status: u16,
+    code: &str,
+    close_code: u16,
+) -> serde_json::Value {
+    let mut ws = open(&h.base).await;
+    let error = expect_failure(&mut ws, code, close_code).await;
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(message.contains(&status.to_string()), "{message}");
+    error
+}
+
+/// With MAX_CONNECTIONS=1: one session admitted, a second refused (`capacity_exceeded`, 1013),
+/// then the first closed by its client and its upstream closed, so the slot is on its way back.
+async fn refuse_one_then_close_the_first() -> Harness {
+    let h = start(Script::echo(), &[("MAX_CONNECTIONS", "1")]).await;
+    let mut first = connect(&h, "/realtime").await;
+    let mut refused = open(&h.base).await;
+    expect_failure(&mut refused, "capacity_exceeded", 1013).await;
+    tokio::time::timeout(
+        T,
+        first.send(Message::Close(Some(awc::ws::CloseCode::Normal.into()))),
+    )
+    .await
+    .expect("send timed out")
+    .expect("close sent");
+    h.fake
+        .recorder()
+        .wait_closes(1, T)
+        .await
+        .expect("upstream closed");
+    h
+}
+
 /// What a raw read (one that never answers pings) saw.
 enum Raw {
     Ping,
@@ -91,10 +128,7 @@ async fn slow_upstream_handshake_is_upstream_timeout() {
 async fn upstream_401_and_403_are_auth_failed() {
     for status in [401u16, 403] {
         let h = rejecting(status).await;
-        let mut ws = open(&h.base).await;
-        let error = expect_failure(&mut ws, "upstream_auth_failed", 1011).await;
-        let message = error["error"]["message"].as_str().expect("message");
-        assert!(message.contains(&status.to_string()), "{message}");
+        let error = refused_for_status(&h, status, "upstream_auth_failed", 1011).await;
         assert!(!error.to_string().contains(TEST_KEY), "{error}");
         assert!(!error.to_string().contains("SERVERKEY"), "{error}");
         // The relay did present its key: the refusal is about the key, not a missing header.
@@ -111,10 +145,7 @@ async fn upstream_401_and_403_are_auth_failed() {
 #[actix_web::test]
 async fn upstream_429_is_rate_limited() {
     let h = rejecting(429).await;
-    let mut ws = open(&h.base).await;
-    let error = expect_failure(&mut ws, "upstream_rate_limited", 1013).await;
-    let message = error["error"]["message"].as_str().expect("message");
-    assert!(message.contains("429"), "{message}");
+    refused_for_status(&h, 429, "upstream_rate_limited", 1013).await;
     h.stop().await;
 }
 
@@ -122,10 +153,7 @@ async fn upstream_429_is_rate_limited() {
 #[actix_web::test]
 async fn upstream_500_is_rejected() {
     let h = rejecting(500).await;
-    let mut ws = open(&h.base).await;
-    let error = expect_failure(&mut ws, "upstream_rejected", 1011).await;
-    let message = error["error"]["message"].as_str().expect("message");
-    assert!(message.contains("500"), "{message}");
+    refused_for_status(&h, 500, "upstream_rejected", 1011).await;
     h.stop().await;
 }
 
@@ -153,23 +181,7 @@ async fn capacity_refusal_happens_before_any_dial() {
 /// A session that ends gives its slot back: after the only session closes, a new one is admitted.
 #[actix_web::test]
 async fn closed_session_releases_its_slot() {
-    let h = start(Script::echo(), &[("MAX_CONNECTIONS", "1")]).await;
-    let mut first = connect(&h, "/realtime").await;
-    let mut refused = open(&h.base).await;
-    expect_failure(&mut refused, "capacity_exceeded", 1013).await;
-
-    tokio::time::timeout(
-        T,
-        first.send(Message::Close(Some(awc::ws::CloseCode::Normal.into()))),
-    )
-    .await
-    .expect("send timed out")
-    .expect("close sent");
-    h.fake
-        .recorder()
-        .wait_closes(1, T)
-        .await
-        .expect("upstream closed");
+    let h = refuse_one_then_close_the_first().await;
 
     // The slot is released by an async message; retry a few times rather than sleep.
     let mut admitted = false;
@@ -355,22 +367,7 @@ async fn active_session_is_not_evicted() {
 /// /stats counts capacity refusals, upstream connect failures and closes by reason.
 #[actix_web::test]
 async fn stats_count_failures() {
-    let h = start(Script::echo(), &[("MAX_CONNECTIONS", "1")]).await;
-    let mut first = connect(&h, "/realtime").await;
-    let mut refused = open(&h.base).await;
-    expect_failure(&mut refused, "capacity_exceeded", 1013).await;
-    tokio::time::timeout(
-        T,
-        first.send(Message::Close(Some(awc::ws::CloseCode::Normal.into()))),
-    )
-    .await
-    .expect("send timed out")
-    .expect("close sent");
-    h.fake
-        .recorder()
-        .wait_closes(1, T)
-        .await
-        .expect("upstream closed");
+    let h = refuse_one_then_close_the_first().await;
 
     let mut script = Script::echo();
     script.reject_status = Some(500);
