@@ -13,7 +13,7 @@ use openai_realtime_relay::fake_upstream::{Frame, Script};
 async fn wait_metric(h: &Harness, series: &str, want: f64) {
     let deadline = tokio::time::Instant::now() + T;
     loop {
-        let (_, body) = get(&format!("{}/metrics", h.http()), &[]).await;
+        let body = metrics(h).await;
         let value = metric(&body, series);
         if value == Some(want) {
             return;
@@ -36,6 +36,29 @@ fn metric(body: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The pool series `relay_upstream_pool_{name}` for `model`, as it stands before its value.
+fn pool_series(name: &str, model: &str) -> String {
+    format!(r#"relay_upstream_pool_{name}{{model="{model}"}}"#)
+}
+
+/// The value of `relay_upstream_pool_{name}` for `model` in one `/metrics` text.
+fn pool_metric(body: &str, name: &str, model: &str) -> Option<f64> {
+    metric(body, &pool_series(name, model))
+}
+
+/// `/metrics` as text.
+async fn metrics(h: &Harness) -> String {
+    get(&format!("{}/metrics", h.http()), &[]).await.1
+}
+
+/// Opens a client to `/realtime` + `query` without reading its first event.
+async fn open(h: &Harness, query: &str) -> Ws {
+    let (_, ws) = connect_with(&format!("{}/realtime{query}", h.base), &["realtime"], &[])
+        .await
+        .expect("upgrade");
+    ws
+}
+
 fn session_id(created: &serde_json::Value) -> String {
     created["session"]["id"]
         .as_str()
@@ -52,8 +75,7 @@ async fn pooled_session_replays_session_created() {
         &[("WORKERS", "1"), ("UPSTREAM_POOL_SIZE", "1")],
     )
     .await;
-    let warm = r#"relay_upstream_pool_warm{model="gpt-realtime-mini"}"#;
-    wait_metric(&h, warm, 1.0).await;
+    wait_metric(&h, &pool_series("warm", "gpt-realtime-mini"), 1.0).await;
     let pooled = h
         .fake
         .recorder()
@@ -65,19 +87,14 @@ async fn pooled_session_replays_session_created() {
         "/v1/realtime?model=gpt-realtime-mini"
     );
 
-    let (_, mut ws) = connect_with(&format!("{}/realtime", h.base), &["realtime"], &[])
-        .await
-        .expect("upgrade");
+    let mut ws = open(&h, "").await;
     let created = next_json(&mut ws).await;
     assert_eq!(created["type"], "session.created");
     // The fake numbers sessions by connection: the client got connection 1, the pooled one.
     assert_eq!(session_id(&created), "sess_fake000001");
-    let (_, body) = get(&format!("{}/metrics", h.http()), &[]).await;
+    let body = metrics(&h).await;
     assert_eq!(
-        metric(
-            &body,
-            r#"relay_upstream_pool_hits_total{model="gpt-realtime-mini"}"#
-        ),
+        pool_metric(&body, "hits_total", "gpt-realtime-mini"),
         Some(1.0)
     );
     // The session relays as usual over the pooled socket.
@@ -101,12 +118,7 @@ async fn empty_pool_is_a_counted_miss() {
         &[("WORKERS", "1"), ("UPSTREAM_POOL_SIZE", "1")],
     )
     .await;
-    wait_metric(
-        &h,
-        r#"relay_upstream_pool_warm{model="gpt-realtime-mini"}"#,
-        1.0,
-    )
-    .await;
+    wait_metric(&h, &pool_series("warm", "gpt-realtime-mini"), 1.0).await;
     // Slow every later handshake so the refill cannot be ready for the second client.
     let mut slow = Script::echo();
     slow.handshake_delay = Duration::from_millis(500);
@@ -114,19 +126,13 @@ async fn empty_pool_is_a_counted_miss() {
 
     let first = connect(&h, "/realtime").await;
     let second = connect(&h, "/realtime").await;
-    let (_, body) = get(&format!("{}/metrics", h.http()), &[]).await;
+    let body = metrics(&h).await;
     assert_eq!(
-        metric(
-            &body,
-            r#"relay_upstream_pool_hits_total{model="gpt-realtime-mini"}"#
-        ),
+        pool_metric(&body, "hits_total", "gpt-realtime-mini"),
         Some(1.0)
     );
     assert_eq!(
-        metric(
-            &body,
-            r#"relay_upstream_pool_misses_total{model="gpt-realtime-mini"}"#
-        ),
+        pool_metric(&body, "misses_total", "gpt-realtime-mini"),
         Some(1.0)
     );
     drop((first, second));
@@ -149,12 +155,7 @@ async fn idle_pooled_sockets_expire_and_are_replaced() {
     let closes = rec.wait_closes(1, T).await.expect("expired socket closed");
     assert_eq!(closes[0].connection, 1);
     rec.wait_handshakes(2, T).await.expect("replacement dialed");
-    wait_metric(
-        &h,
-        r#"relay_upstream_pool_expired_total{model="gpt-realtime-mini"}"#,
-        1.0,
-    )
-    .await;
+    wait_metric(&h, &pool_series("expired_total", "gpt-realtime-mini"), 1.0).await;
     h.stop().await;
 }
 
@@ -171,45 +172,19 @@ async fn pool_is_never_shared_across_models() {
         ],
     )
     .await;
-    wait_metric(
-        &h,
-        r#"relay_upstream_pool_warm{model="gpt-realtime-mini"}"#,
-        1.0,
-    )
-    .await;
-    wait_metric(&h, r#"relay_upstream_pool_warm{model="gpt-realtime"}"#, 1.0).await;
+    wait_metric(&h, &pool_series("warm", "gpt-realtime-mini"), 1.0).await;
+    wait_metric(&h, &pool_series("warm", "gpt-realtime"), 1.0).await;
 
-    let (_, mut full) = connect_with(
-        &format!("{}/realtime?model=gpt-realtime", h.base),
-        &["realtime"],
-        &[],
-    )
-    .await
-    .expect("upgrade");
+    let mut full = open(&h, "?model=gpt-realtime").await;
     let created = next_json(&mut full).await;
     assert_eq!(created["session"]["model"], "gpt-realtime");
-    let (_, mut other) = connect_with(
-        &format!("{}/realtime?model=gpt-realtime-2", h.base),
-        &["realtime"],
-        &[],
-    )
-    .await
-    .expect("upgrade");
+    let mut other = open(&h, "?model=gpt-realtime-2").await;
     let created = next_json(&mut other).await;
     assert_eq!(created["session"]["model"], "gpt-realtime-2");
-    let (_, body) = get(&format!("{}/metrics", h.http()), &[]).await;
+    let body = metrics(&h).await;
+    assert_eq!(pool_metric(&body, "hits_total", "gpt-realtime"), Some(1.0));
     assert_eq!(
-        metric(
-            &body,
-            r#"relay_upstream_pool_hits_total{model="gpt-realtime"}"#
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(
-            &body,
-            r#"relay_upstream_pool_hits_total{model="gpt-realtime-mini"}"#
-        ),
+        pool_metric(&body, "hits_total", "gpt-realtime-mini"),
         Some(0.0)
     );
     h.stop().await;
@@ -224,18 +199,9 @@ async fn two_clients_get_two_upstreams() {
         &[("WORKERS", "1"), ("UPSTREAM_POOL_SIZE", "2")],
     )
     .await;
-    wait_metric(
-        &h,
-        r#"relay_upstream_pool_warm{model="gpt-realtime-mini"}"#,
-        2.0,
-    )
-    .await;
-    let (_, mut a) = connect_with(&format!("{}/realtime", h.base), &["realtime"], &[])
-        .await
-        .expect("upgrade");
-    let (_, mut b) = connect_with(&format!("{}/realtime", h.base), &["realtime"], &[])
-        .await
-        .expect("upgrade");
+    wait_metric(&h, &pool_series("warm", "gpt-realtime-mini"), 2.0).await;
+    let mut a = open(&h, "").await;
+    let mut b = open(&h, "").await;
     let id_a = session_id(&next_json(&mut a).await);
     let id_b = session_id(&next_json(&mut b).await);
     assert_ne!(id_a, id_b);
