@@ -168,6 +168,15 @@ pub async fn expect_failure(ws: &mut Ws, code: &str, close_code: u16) -> serde_j
     error
 }
 
+/// Asserts the `error` event's message contains `part`.
+pub fn assert_message_contains(error: &serde_json::Value, part: &str) {
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(part),
+        "{part:?} not in {message:?}: {error}"
+    );
+}
+
 pub async fn send_text(ws: &mut Ws, text: &str) {
     tokio::time::timeout(T, ws.send(Message::Text(text.to_string().into())))
         .await
