@@ -88,6 +88,13 @@ async fn open(base: &str, path: &str, style: Style, token: Option<&str>) -> (Cli
     (res, ws)
 }
 
+/// Starts the demo upstream and a relay with RELAY_TOKENS (alice and bob) and `extra` on top.
+async fn with_tokens(extra: &[(&str, &str)]) -> Harness {
+    let mut env = vec![("RELAY_TOKENS", TOKENS)];
+    env.extend_from_slice(extra);
+    start(Script::demo(), &env).await
+}
+
 /// Opens a session that must be admitted: its first event is the upstream's `session.created`.
 async fn admitted(base: &str, path: &str, style: Style, token: Option<&str>) -> Ws {
     let (_, mut ws) = open(base, path, style, token).await;
@@ -259,11 +266,10 @@ impl Drop for TempPath {
 /// styles, and nothing is dialed upstream for them.
 #[actix_web::test]
 async fn tokens_refuse_missing_and_wrong_credentials() {
-    let h = start(Script::demo(), &[("RELAY_TOKENS", TOKENS)]).await;
+    let h = with_tokens(&[]).await;
     for style in STYLES {
         let error = refused(&h.base, "/v1/realtime", style, None, "unauthorized").await;
-        let message = error["error"]["message"].as_str().expect("message");
-        assert!(message.contains("Authorization: Bearer"), "{message}");
+        assert_message_contains(&error, "Authorization: Bearer");
         refused(
             &h.base,
             "/v1/realtime",
@@ -294,7 +300,7 @@ async fn tokens_refuse_missing_and_wrong_credentials() {
 /// session relays, and the upstream gets the server key and never the client's token.
 #[actix_web::test]
 async fn tokens_admit_by_header_and_by_subprotocol() {
-    let h = start(Script::demo(), &[("RELAY_TOKENS", TOKENS)]).await;
+    let h = with_tokens(&[]).await;
     let mut sdk = admitted(&h.base, "/v1/realtime", Style::Sdk, Some(ALICE)).await;
     let mut browser = admitted(&h.base, "/v1/realtime", Style::Browser, Some(BOB)).await;
     let done = respond(&mut sdk).await;
@@ -356,8 +362,7 @@ async fn expired_or_foreign_jwt_is_unauthorized() {
     );
     for style in STYLES {
         let error = refused(&h.base, "/", style, Some(&expired), "unauthorized").await;
-        let message = error["error"]["message"].as_str().expect("message");
-        assert!(message.contains("expired"), "{message}");
+        assert_message_contains(&error, "expired");
         refused(&h.base, "/", style, Some(&foreign), "unauthorized").await;
     }
     let good = mint_jwt(&secret, &json!({"sub": "user-1", "exp": unix_in(600)}));
@@ -384,8 +389,7 @@ async fn jwt_models_claim_restricts_models() {
             "model_not_allowed",
         )
         .await;
-        let message = error["error"]["message"].as_str().expect("message");
-        assert!(message.contains("gpt-realtime"), "{message}");
+        assert_message_contains(&error, "gpt-realtime");
     }
     let _ws = admitted(
         &h.base,
@@ -407,19 +411,11 @@ async fn jwt_models_claim_restricts_models() {
 /// no dial, bob is still admitted, and once alice's first session closes she is admitted again.
 #[actix_web::test]
 async fn per_client_connection_limit() {
-    let h = start(
-        Script::demo(),
-        &[
-            ("RELAY_TOKENS", TOKENS),
-            ("MAX_CONNECTIONS_PER_CLIENT", "1"),
-        ],
-    )
-    .await;
+    let h = with_tokens(&[("MAX_CONNECTIONS_PER_CLIENT", "1")]).await;
     let mut first = admitted(&h.base, "/", Style::Sdk, Some(ALICE)).await;
     for style in STYLES {
         let error = refused(&h.base, "/", style, Some(ALICE), "too_many_connections").await;
-        let message = error["error"]["message"].as_str().expect("message");
-        assert!(message.contains('1'), "{message}");
+        assert_message_contains(&error, "1");
     }
     let _bob = admitted(&h.base, "/", Style::Browser, Some(BOB)).await;
     dials(&h.fake, 2).await;
@@ -453,22 +449,14 @@ async fn per_client_connection_limit() {
 /// `rate_limited` + 1008 with no dial, in both styles, and one client's bucket is not another's.
 #[actix_web::test]
 async fn per_client_connection_rate() {
-    let h = start(
-        Script::demo(),
-        &[
-            ("RELAY_TOKENS", TOKENS),
-            ("CONNECTION_RATE_PER_CLIENT", "2"),
-        ],
-    )
-    .await;
+    let h = with_tokens(&[("CONNECTION_RATE_PER_CLIENT", "2")]).await;
     let mut live = Vec::new();
     for (style, token) in [(Style::Sdk, ALICE), (Style::Browser, BOB)] {
         for _ in 0..2 {
             live.push(admitted(&h.base, "/", style, Some(token)).await);
         }
         let error = refused(&h.base, "/", style, Some(token), "rate_limited").await;
-        let message = error["error"]["message"].as_str().expect("message");
-        assert!(message.contains("2 per minute"), "{message}");
+        assert_message_contains(&error, "2 per minute");
     }
     // Closing sessions does not give new-session tokens back.
     for ws in &mut live {
@@ -485,14 +473,7 @@ async fn per_client_connection_rate() {
 /// `unauthorized` first.
 #[actix_web::test]
 async fn allowed_models_refuse_other_models_before_dialing() {
-    let h = start(
-        Script::demo(),
-        &[
-            ("RELAY_TOKENS", TOKENS),
-            ("ALLOWED_MODELS", "gpt-realtime-mini"),
-        ],
-    )
-    .await;
+    let h = with_tokens(&[("ALLOWED_MODELS", "gpt-realtime-mini")]).await;
     for style in STYLES {
         refused(
             &h.base,
@@ -567,11 +548,7 @@ fn max_session_duration_below_one_second_is_refused() {
 /// (`session_expiring`) and ended no earlier than the limit (`session_max_duration`, 1000).
 #[actix_web::test]
 async fn session_is_warned_halfway_then_ended_at_max_duration() {
-    let h = start(
-        Script::demo(),
-        &[("RELAY_TOKENS", TOKENS), ("MAX_SESSION_DURATION", "1200")],
-    )
-    .await;
+    let h = with_tokens(&[("MAX_SESSION_DURATION", "1200")]).await;
     let started = Instant::now();
     let mut ws = admitted(&h.base, "/", Style::Browser, Some(BOB)).await;
     let mut errors = Vec::new();
@@ -610,7 +587,7 @@ async fn session_is_warned_halfway_then_ended_at_max_duration() {
 /// in `relay_tokens_total{model,kind}` with the split the upstream reported.
 #[actix_web::test]
 async fn response_done_usage_lands_in_stats_and_metrics() {
-    let h = start(Script::demo(), &[("RELAY_TOKENS", TOKENS)]).await;
+    let h = with_tokens(&[]).await;
     let mut ws = admitted(&h.base, "/", Style::Browser, Some(ALICE)).await;
     let events = respond(&mut ws).await;
     let done = events.last().expect("response.done");
@@ -660,7 +637,7 @@ async fn response_done_usage_lands_in_stats_and_metrics() {
 /// counted, in /stats or in /metrics.
 #[actix_web::test]
 async fn client_sent_response_done_does_not_count() {
-    let h = start(Script::demo(), &[("RELAY_TOKENS", TOKENS)]).await;
+    let h = with_tokens(&[]).await;
     let forged = r#"{"type":"response.done","response":{"usage":{"total_tokens":999999,"input_tokens":999999,"input_token_details":{"text_tokens":999999}}}}"#;
     for (style, token) in [(Style::Sdk, ALICE), (Style::Browser, BOB)] {
         let mut ws = admitted(&h.base, "/", style, Some(token)).await;
@@ -700,21 +677,8 @@ async fn client_sent_response_done_does_not_count() {
 /// with no dial; bob, live and new, is unaffected.
 #[actix_web::test]
 async fn client_budget_ends_and_refuses_only_that_client() {
-    let h = start(
-        Script::demo(),
-        &[
-            ("RELAY_TOKENS", TOKENS),
-            ("CLIENT_DAILY_TOKEN_BUDGET", "40"),
-        ],
-    )
-    .await;
-    let mut bob = admitted(&h.base, "/", Style::Browser, Some(BOB)).await;
-    let mut alice = admitted(&h.base, "/", Style::Sdk, Some(ALICE)).await;
-    respond(&mut alice).await;
-    respond(&mut alice).await;
-    let error = expect_failure(&mut alice, "budget_exceeded", 1008).await;
-    let message = error["error"]["message"].as_str().expect("message");
-    assert!(message.contains("per-client"), "{message}");
+    let h = with_tokens(&[("CLIENT_DAILY_TOKEN_BUDGET", "40")]).await;
+    let mut bob = alice_overspends(&h, "per-client").await;
 
     for style in STYLES {
         refused(&h.base, "/", style, Some(ALICE), "budget_exceeded").await;
@@ -737,22 +701,25 @@ async fn client_budget_ends_and_refuses_only_that_client() {
     h.stop().await;
 }
 
-/// DAILY_TOKEN_BUDGET=40 (relay-wide): once spent, every live session ends with
-/// `budget_exceeded` + 1008 and every client is refused, with no dial.
-#[actix_web::test]
-async fn global_budget_ends_and_refuses_everyone() {
-    let h = start(
-        Script::demo(),
-        &[("RELAY_TOKENS", TOKENS), ("DAILY_TOKEN_BUDGET", "40")],
-    )
-    .await;
-    let mut bob = admitted(&h.base, "/", Style::Browser, Some(BOB)).await;
+/// With bob's session live, alice spends 64 tokens in two responses, past a budget of 40, and her
+/// session ends with `budget_exceeded` + 1008 and a message naming the `scope` of the budget;
+/// returns bob's session.
+async fn alice_overspends(h: &Harness, scope: &str) -> Ws {
+    let bob = admitted(&h.base, "/", Style::Browser, Some(BOB)).await;
     let mut alice = admitted(&h.base, "/", Style::Sdk, Some(ALICE)).await;
     respond(&mut alice).await;
     respond(&mut alice).await;
     let error = expect_failure(&mut alice, "budget_exceeded", 1008).await;
-    let message = error["error"]["message"].as_str().expect("message");
-    assert!(message.contains("relay-wide"), "{message}");
+    assert_message_contains(&error, scope);
+    bob
+}
+
+/// DAILY_TOKEN_BUDGET=40 (relay-wide): once spent, every live session ends with
+/// `budget_exceeded` + 1008 and every client is refused, with no dial.
+#[actix_web::test]
+async fn global_budget_ends_and_refuses_everyone() {
+    let h = with_tokens(&[("DAILY_TOKEN_BUDGET", "40")]).await;
+    let mut bob = alice_overspends(&h, "relay-wide").await;
     expect_failure(&mut bob, "budget_exceeded", 1008).await;
 
     for style in STYLES {
@@ -936,11 +903,7 @@ fn is_hex32(s: &str) -> bool {
 /// alice, another for bob, never the identity itself.
 #[actix_web::test]
 async fn safety_identifier_hashes_the_identity() {
-    let h = start(
-        Script::demo(),
-        &[("RELAY_TOKENS", TOKENS), ("SAFETY_IDENTIFIER", "identity")],
-    )
-    .await;
+    let h = with_tokens(&[("SAFETY_IDENTIFIER", "identity")]).await;
     let _a1 = admitted(&h.base, "/", Style::Sdk, Some(ALICE)).await;
     let _a2 = admitted(&h.base, "/", Style::Browser, Some(ALICE)).await;
     let _b = admitted(&h.base, "/", Style::Sdk, Some(BOB)).await;
@@ -964,11 +927,7 @@ async fn safety_identifier_hashes_the_identity() {
 /// it. Off (the default) sends no header.
 #[actix_web::test]
 async fn safety_identifier_by_address_and_off() {
-    let h = start(
-        Script::demo(),
-        &[("RELAY_TOKENS", TOKENS), ("SAFETY_IDENTIFIER", "address")],
-    )
-    .await;
+    let h = with_tokens(&[("SAFETY_IDENTIFIER", "address")]).await;
     let _a = admitted(&h.base, "/", Style::Sdk, Some(ALICE)).await;
     let _b = admitted(&h.base, "/", Style::Browser, Some(BOB)).await;
     dials(&h.fake, 2).await;
@@ -978,7 +937,7 @@ async fn safety_identifier_by_address_and_off() {
     assert_eq!(ids[1].as_deref(), Some(first.as_str()), "same address");
     h.stop().await;
 
-    let h = start(Script::demo(), &[("RELAY_TOKENS", TOKENS)]).await;
+    let h = with_tokens(&[]).await;
     let _a = admitted(&h.base, "/", Style::Sdk, Some(ALICE)).await;
     dials(&h.fake, 1).await;
     assert_eq!(safety_ids(&h.fake), [None]);
@@ -989,15 +948,11 @@ async fn safety_identifier_by_address_and_off() {
 /// header) instead of taking a warm socket opened without one.
 #[actix_web::test]
 async fn safety_identifier_bypasses_the_warm_pool() {
-    let h = start(
-        Script::demo(),
-        &[
-            ("RELAY_TOKENS", TOKENS),
-            ("SAFETY_IDENTIFIER", "identity"),
-            ("UPSTREAM_POOL_SIZE", "1"),
-            ("WORKERS", "1"),
-        ],
-    )
+    let h = with_tokens(&[
+        ("SAFETY_IDENTIFIER", "identity"),
+        ("UPSTREAM_POOL_SIZE", "1"),
+        ("WORKERS", "1"),
+    ])
     .await;
     // The pool's own socket: dialed at startup, without a header.
     h.fake
