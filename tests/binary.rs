@@ -131,15 +131,7 @@ async fn key_is_never_logged() {
     assert_eq!(next_json(&mut ws).await["type"], "session.created");
     send_text(&mut ws, r#"{"type":"session.update","event_id":"s1"}"#).await;
     assert_eq!(next_json(&mut ws).await["event_id"], "s1");
-    tokio::time::timeout(
-        T,
-        ws.send(awc::ws::Message::Close(Some(
-            awc::ws::CloseCode::Normal.into(),
-        ))),
-    )
-    .await
-    .expect("send timed out")
-    .expect("close sent");
+    close(&mut ws).await;
     p.wait_line("session=2 closed").await;
 
     // The key really was in play: the upstream saw it on both dials.

@@ -53,13 +53,7 @@ async fn refuse_one_then_close_the_first() -> Harness {
     let mut first = connect(&h, "/realtime").await;
     let mut refused = open(&h.base).await;
     expect_failure(&mut refused, "capacity_exceeded", 1013).await;
-    tokio::time::timeout(
-        T,
-        first.send(Message::Close(Some(awc::ws::CloseCode::Normal.into()))),
-    )
-    .await
-    .expect("send timed out")
-    .expect("close sent");
+    close(&mut first).await;
     h.fake
         .recorder()
         .wait_closes(1, T)

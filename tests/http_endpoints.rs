@@ -5,10 +5,9 @@ mod common;
 use awc::{
     error::WsClientError,
     http::{header::HeaderMap, Method},
-    ws::{Frame, Message},
+    ws::Frame,
 };
 use common::*;
-use futures_util::SinkExt;
 use openai_realtime_relay::fake_upstream::Script;
 
 const APP: &str = "https://app.example";
@@ -158,16 +157,6 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
-async fn close_client(ws: &mut Ws) {
-    tokio::time::timeout(
-        T,
-        ws.send(Message::Close(Some(awc::ws::CloseCode::Normal.into()))),
-    )
-    .await
-    .expect("send timed out")
-    .expect("close sent");
-}
-
 /// GET /health is 200 JSON with status, uptime, live and max connections, and the version.
 #[actix_web::test]
 async fn health_reports_status_connections_and_version() {
@@ -227,7 +216,7 @@ async fn stats_match_a_known_exchange() {
     assert_eq!(s["upstream_connect_failures"], 0, "{s}");
     assert!(s["uptime_seconds"].is_u64(), "{s}");
 
-    close_client(&mut ws).await;
+    close(&mut ws).await;
     h.fake
         .recorder()
         .wait_closes(1, T)
@@ -257,7 +246,7 @@ async fn metrics_expose_every_series_after_a_session() {
         send_text(&mut ws, text).await;
         assert_eq!(next_json(&mut ws).await["event_id"], "m1");
     }
-    close_client(&mut ws).await;
+    close(&mut ws).await;
     h.fake
         .recorder()
         .wait_closes(1, T)

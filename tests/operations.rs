@@ -7,9 +7,8 @@ mod common;
 
 use std::{future::Future, pin::Pin, process::ExitStatus, task::Poll};
 
-use awc::{error::WsClientError, ws::Message};
+use awc::error::WsClientError;
 use common::{child::Process, *};
-use futures_util::SinkExt;
 use openai_realtime_relay::{
     fake_upstream::{Mode, Script},
     DrainReport,
@@ -55,17 +54,6 @@ async fn session(url: &str, headers: &[(&str, &str)]) -> Ws {
     let first = next_json(&mut ws).await;
     assert_eq!(first["type"], "session.created", "{first}");
     ws
-}
-
-/// Sends a normal close frame.
-async fn close(ws: &mut Ws) {
-    tokio::time::timeout(
-        T,
-        ws.send(Message::Close(Some(awc::ws::CloseCode::Normal.into()))),
-    )
-    .await
-    .expect("send timed out")
-    .expect("close sent");
 }
 
 /// Asserts an upgrade attempt is answered with HTTP `status` instead of 101.

@@ -14,13 +14,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use awc::{
-    http::header,
-    ws::{Frame, Message},
-    ClientResponse,
-};
+use awc::{http::header, ws::Frame, ClientResponse};
 use common::{child::Process, *};
-use futures_util::SinkExt;
 use openai_realtime_relay::{
     config::{Config, ConfigError, KeyPolicy, Secret},
     fake_upstream::{FakeUpstream, Handshake, Script},
@@ -130,17 +125,6 @@ async fn respond(ws: &mut Ws) -> Vec<Value> {
         }
         assert!(events.len() < 100, "no response.done in {events:?}");
     }
-}
-
-/// Sends a normal close frame.
-async fn close(ws: &mut Ws) {
-    tokio::time::timeout(
-        T,
-        ws.send(Message::Close(Some(awc::ws::CloseCode::Normal.into()))),
-    )
-    .await
-    .expect("send timed out")
-    .expect("close sent");
 }
 
 /// `GET /stats` as JSON.

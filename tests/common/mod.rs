@@ -177,6 +177,17 @@ pub fn assert_message_contains(error: &serde_json::Value, part: &str) {
     );
 }
 
+/// Sends a normal (1000) close frame.
+pub async fn close(ws: &mut Ws) {
+    tokio::time::timeout(
+        T,
+        ws.send(Message::Close(Some(ws::CloseCode::Normal.into()))),
+    )
+    .await
+    .expect("send timed out")
+    .expect("close sent");
+}
+
 pub async fn send_text(ws: &mut Ws, text: &str) {
     tokio::time::timeout(T, ws.send(Message::Text(text.to_string().into())))
         .await
