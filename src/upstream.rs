@@ -590,14 +590,24 @@ async fn write_upstream(
     mut sink: futures_util::stream::SplitSink<Socket, Message>,
 ) {
     while let Some(msg) = rx.recv().await {
-        let is_close = matches!(msg, Message::Close(_));
-        if sink.send(msg).await.is_err() || is_close {
+        // Encode every frame already waiting, then flush once: one write carries them all.
+        let mut is_close = matches!(msg, Message::Close(_));
+        if sink.feed(msg).await.is_err() {
+            return;
+        }
+        while !is_close {
+            let Ok(next) = rx.try_recv() else { break };
+            is_close = matches!(next, Message::Close(_));
+            if sink.feed(next).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() || is_close {
             return;
         }
     }
 }
 
-/// Relays upstream frames to the client until either side ends; returns why.
 /// What the upstream reader writes to: the client socket (and the upstream writer, for pongs).
 struct ToClient {
     client: actix_ws::Session,
@@ -668,6 +678,7 @@ impl ToClient {
     }
 }
 
+/// Relays upstream frames to the client until either side ends; returns why.
 async fn read_upstream(
     replay: Vec<Message>,
     mut stream: SplitStream<Socket>,
