@@ -36,6 +36,18 @@ use crate::{
     usage::{self, Watched},
 };
 
+/// Drops the buffer capacity left over from the HTTP handshake: an idle session then holds no
+/// write buffer at all (it is allocated again by the first write) and a read buffer sized to
+/// what is waiting in it.
+fn trim_buffers(socket: Socket) -> Socket {
+    let mut parts = socket.into_parts();
+    if parts.write_buf.is_empty() {
+        parts.write_buf = BytesMut::new();
+    }
+    parts.read_buf = BytesMut::from(&parts.read_buf[..]);
+    actix_codec::Framed::from_parts(parts)
+}
+
 /// The query a pooled socket for `model` is opened with.
 fn pool_query(model: &str) -> String {
     format!("model={model}")
@@ -438,7 +450,7 @@ impl Upstream {
     }
 
     fn connected(&mut self, opened: Opened, ctx: &mut Context<Self>) {
-        let (sink, stream) = opened.socket.split();
+        let (sink, stream) = trim_buffers(opened.socket).split();
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         ctx.spawn(
             write_upstream(rx, sink)
