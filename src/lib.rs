@@ -16,15 +16,23 @@
 //!                                                                                       └─Tick─► every Session
 //! ```
 //!
-//! - `config.rs`: every environment variable, validated at once; the key is a `***` newtype.
+//! - `config.rs`: every environment variable, validated at once; secrets are a `***` newtype.
 //! - `close.rs`: every way a session ends: close code, `error` event, metric label.
 //! - `metrics.rs`: every metric name, on a non-global Prometheus registry.
+//! - `http.rs`: the routes; refusals before the upgrade (not a WebSocket, origin, draining) and
+//!   client authentication before a session exists.
+//! - `identity.rs`: who a client is (`RELAY_TOKENS`, HS256 JWTs, or its address).
+//! - `client_ip.rs`: the client address behind `TRUSTED_PROXIES`.
 //! - `session.rs`: one client; reads it (bounded pre-open queue, then backpressure) and owns
 //!   the session's end.
 //! - `upstream.rs`: the awc WebSocket to OpenAI; writes client frames to it and pumps its frames
-//!   straight into the client's socket.
-//! - `registry.rs`: admission under `MAX_CONNECTIONS`, the session table, `/stats`.
+//!   straight into the client's socket, glancing at event types for usage (`usage.rs`).
+//! - `pool.rs`: warm upstream sockets per worker (`UPSTREAM_POOL_SIZE`).
+//! - `registry.rs`: admission (capacity, models, budgets, per-client limits), the session table,
+//!   the usage ledger, `/stats`; `drain` for shutdown.
 //! - `reaper.rs`: heartbeats and idle eviction.
+//! - `usage.rs`: usage from `response.done`, the daily ledger and its state file.
+//! - `logfmt.rs`: `LOG_FORMAT=json`.
 //! - `fake_upstream.rs`: a scriptable fake of the Realtime server, for `--demo`, tests and benchmarks.
 //!
 //! The hot path is two futures per session, one per direction, each reading one socket and
