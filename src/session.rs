@@ -67,18 +67,13 @@ pub struct Counter {
 
 impl Counter {
     #[inline]
-    fn record(&self, bytes: usize) {
+    pub fn record(&self, bytes: usize) {
         self.messages.set(self.messages.get() + 1);
         self.bytes.set(self.bytes.get() + bytes as u64);
     }
 }
 
 impl Shared {
-    #[inline]
-    pub fn record_upstream_to_client(&self, bytes: usize) {
-        self.upstream_to_client.record(bytes);
-    }
-
     /// Data messages either way: the reaper's measure of activity (pongs do not count).
     pub fn data_messages(&self) -> u64 {
         self.client_to_upstream.messages.get() + self.upstream_to_client.messages.get()
