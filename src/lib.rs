@@ -32,6 +32,7 @@
 //!   the usage ledger, `/stats`; `drain` for shutdown.
 //! - `reaper.rs`: heartbeats and idle eviction.
 //! - `usage.rs`: usage from `response.done`, the daily ledger and its state file.
+//! - `wire.rs`: the upstream socket after its handshake, with lean read and write buffers.
 //! - `logfmt.rs`: `LOG_FORMAT=json`.
 //! - `fake_upstream.rs`: a scriptable fake of the Realtime server, for `--demo`, tests and benchmarks.
 //!
@@ -54,6 +55,7 @@ pub mod registry;
 pub mod session;
 pub mod upstream;
 pub mod usage;
+pub mod wire;
 
 use std::{
     io,

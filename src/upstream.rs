@@ -23,7 +23,7 @@ use awc::{
     BoxedSocket,
 };
 use bytestring::ByteString;
-use futures_util::{stream::SplitStream, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -34,19 +34,8 @@ use crate::{
     registry::{self, Registry},
     session::{self, Session, Shared},
     usage::{self, Watched},
+    wire,
 };
-
-/// Drops the buffer capacity left over from the HTTP handshake: an idle session then holds no
-/// write buffer at all (it is allocated again by the first write) and a read buffer sized to
-/// what is waiting in it.
-fn trim_buffers(socket: Socket) -> Socket {
-    let mut parts = socket.into_parts();
-    if parts.write_buf.is_empty() {
-        parts.write_buf = BytesMut::new();
-    }
-    parts.read_buf = BytesMut::from(&parts.read_buf[..]);
-    actix_codec::Framed::from_parts(parts)
-}
 
 /// The query a pooled socket for `model` is opened with.
 fn pool_query(model: &str) -> String {
@@ -450,7 +439,7 @@ impl Upstream {
     }
 
     fn connected(&mut self, opened: Opened, ctx: &mut Context<Self>) {
-        let (sink, stream) = trim_buffers(opened.socket).split();
+        let (stream, sink) = wire::split(opened.socket);
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         ctx.spawn(
             write_upstream(rx, sink)
@@ -597,20 +586,17 @@ impl Handler<Close> for Upstream {
 
 /// Drains the writer queue into the upstream socket, in order, until a close frame is written or
 /// every sender is gone.
-async fn write_upstream(
-    mut rx: mpsc::Receiver<Message>,
-    mut sink: futures_util::stream::SplitSink<Socket, Message>,
-) {
+async fn write_upstream(mut rx: mpsc::Receiver<Message>, mut sink: wire::Writer) {
     while let Some(msg) = rx.recv().await {
-        // Encode every frame already waiting, then flush once: one write carries them all.
+        // Encode every frame already waiting, then write once: one write carries them all.
         let mut is_close = matches!(msg, Message::Close(_));
-        if sink.feed(msg).await.is_err() {
+        if sink.encode(msg).is_err() {
             return;
         }
         while !is_close {
             let Ok(next) = rx.try_recv() else { break };
             is_close = matches!(next, Message::Close(_));
-            if sink.feed(next).await.is_err() {
+            if sink.encode(next).is_err() {
                 return;
             }
         }
@@ -693,7 +679,7 @@ impl ToClient {
 /// Relays upstream frames to the client until either side ends; returns why.
 async fn read_upstream(
     replay: Vec<Message>,
-    mut stream: SplitStream<Socket>,
+    mut stream: wire::Reader,
     mut to: ToClient,
 ) -> CloseReason {
     let mut client = to.client.clone();
