@@ -1,8 +1,9 @@
 //! The upstream socket once its handshake is done. awc hands the relay an `actix_codec::Framed`
 //! whose read buffer grows to 8 KiB on the first read and never shrinks, and whose write buffer
-//! keeps its capacity: most of an idle session's memory. Here the read side decodes through a
-//! buffer that starts at `READ_CAPACITY` and grows only as frames need, and the write side
-//! encodes each batch into a buffer it keeps only while it is small.
+//! keeps its capacity: most of an idle session's memory. Here the reader reads in `READ_CHUNK`
+//! steps but lets go of its buffer whenever it is empty and the socket has nothing more (an idle
+//! session holds no read buffer), and the writer encodes each batch into a buffer it keeps only
+//! while it is small.
 
 use std::{
     io,
@@ -11,15 +12,18 @@ use std::{
 };
 
 use actix_web::web::{Bytes, BytesMut};
+use actix_ws::ProtocolError;
+use awc::ws::Frame;
 use awc::{
     ws::{Codec, Message},
     BoxedSocket,
 };
+use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::{Decoder, Encoder};
 
-/// Initial capacity of the read buffer; it grows for larger frames.
-pub const READ_CAPACITY: usize = 512;
+/// How much room a read gets (at least); a frame larger than that grows the buffer.
+pub const READ_CHUNK: usize = 8 * 1024;
 /// A write buffer up to this size is kept for the next batch; a larger one is released.
 const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
 
@@ -64,7 +68,45 @@ impl AsyncWrite for Prefixed {
 }
 
 /// Upstream frames, decoded.
-pub type Reader = FramedRead<ReadHalf<Prefixed>, Codec>;
+pub struct Reader {
+    half: ReadHalf<Prefixed>,
+    codec: Codec,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl Stream for Reader {
+    type Item = Result<Frame, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.codec.decode(&mut this.buf) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            if this.eof {
+                return Poll::Ready(None);
+            }
+            if this.buf.capacity() - this.buf.len() < READ_CHUNK / 8 {
+                this.buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.half), cx, &mut this.buf) {
+                Poll::Pending => {
+                    if this.buf.is_empty() {
+                        // Nothing half-read: an idle session keeps no buffer.
+                        this.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(ProtocolError::Io(e)))),
+                Poll::Ready(Ok(0)) => this.eof = true,
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+}
 
 /// Writes client frames (and pongs, and the close) to the upstream, a batch per write.
 pub struct Writer {
@@ -103,7 +145,12 @@ pub fn split(socket: actix_codec::Framed<BoxedSocket, Codec>) -> (Reader, Writer
         io: parts.io,
     };
     let (read, write) = tokio::io::split(io);
-    let reader = FramedRead::with_capacity(read, parts.codec.clone(), READ_CAPACITY);
+    let reader = Reader {
+        half: read,
+        codec: parts.codec.clone(),
+        buf: BytesMut::new(),
+        eof: false,
+    };
     let writer = Writer {
         half: write,
         codec: parts.codec,
