@@ -7,20 +7,26 @@ use std::time::Duration;
 use common::*;
 use openai_realtime_relay::fake_upstream::{Mode, Script};
 
+/// A relay with 200 ms heartbeats before an upstream that streams `count` audio deltas of
+/// `message_bytes` as fast as the socket takes them (`None`: until the client is gone).
+async fn streaming(message_bytes: usize, count: Option<u64>) -> Harness {
+    start(
+        Script::with_mode(Mode::Stream {
+            message_bytes,
+            interval: None,
+            count,
+        }),
+        &[("HEARTBEAT_INTERVAL", "200")],
+    )
+    .await
+}
+
 /// A client that never reads while the upstream streams audio as fast as it can: the relay
 /// stops reading the upstream (backpressure), the client misses its heartbeats, and the session
 /// is closed as `client_too_slow`, its upstream closed with it.
 #[actix_web::test]
 async fn client_that_stops_reading_is_closed_and_counted() {
-    let h = start(
-        Script::with_mode(Mode::Stream {
-            message_bytes: 64 * 1024,
-            interval: None,
-            count: None,
-        }),
-        &[("HEARTBEAT_INTERVAL", "200")],
-    )
-    .await;
+    let h = streaming(64 * 1024, None).await;
     // Connect and never read again.
     let (_, ws) = connect_with(&format!("{}/realtime", h.base), &["realtime"], &[])
         .await
@@ -50,15 +56,7 @@ async fn client_that_stops_reading_is_closed_and_counted() {
 /// message in order.
 #[actix_web::test]
 async fn slow_reader_that_keeps_up_eventually_gets_everything() {
-    let h = start(
-        Script::with_mode(Mode::Stream {
-            message_bytes: 16 * 1024,
-            interval: None,
-            count: Some(200),
-        }),
-        &[("HEARTBEAT_INTERVAL", "200")],
-    )
-    .await;
+    let h = streaming(16 * 1024, Some(200)).await;
     let mut ws = connect(&h, "/realtime").await;
     let mut seen = 0;
     while seen < 200 {
@@ -83,15 +81,7 @@ async fn slow_reader_that_keeps_up_eventually_gets_everything() {
 #[actix_web::test]
 async fn stalled_client_connection_is_dropped_not_kept() {
     use futures_util::StreamExt;
-    let h = start(
-        Script::with_mode(Mode::Stream {
-            message_bytes: 64 * 1024,
-            interval: None,
-            count: None,
-        }),
-        &[("HEARTBEAT_INTERVAL", "200")],
-    )
-    .await;
+    let h = streaming(64 * 1024, None).await;
     let (_, mut ws) = connect_with(&format!("{}/realtime", h.base), &["realtime"], &[])
         .await
         .expect("upgrade");
