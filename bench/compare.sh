@@ -44,7 +44,7 @@ HARD=$(ulimit -Hn)
 ulimit -n "$HARD" || die "cannot raise the fd limit to $HARD"
 
 if [ "$BUILD" = 1 ]; then
-    cargo build --release --locked --bin openai-realtime-relay --bin relay-bench
+    cargo build --release --locked -p openai-realtime-relay -p relay-bench
 fi
 RELAY=$PWD/target/release/openai-realtime-relay
 BENCH=$PWD/target/release/relay-bench

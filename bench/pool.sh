@@ -3,7 +3,7 @@
 # direct dial, relay without pool, relay with a warm pool. Loopback only, bounded.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet -p openai-realtime-relay -p relay-bench
 B=target/release
 $B/relay-bench fake --handshake-delay-ms 300 > /tmp/pb-fake.out 2>&1 &
 FAKE=$!

@@ -19,7 +19,7 @@ if [ ! -x "$RELAY" ] || [ ! -x "$BENCH" ]; then
     profile=()
     case "$RELAY" in *release*) profile=(--release) ;; esac
     echo "smoke: building the binaries"
-    cargo build --locked "${profile[@]}" --bin openai-realtime-relay --bin relay-bench
+    cargo build --locked "${profile[@]}" -p openai-realtime-relay -p relay-bench
 fi
 
 WORK=$(mktemp -d)

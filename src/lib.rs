@@ -34,7 +34,6 @@
 //! - `usage.rs`: usage from `response.done`, the daily ledger and its state file.
 //! - `wire.rs`: the upstream socket after its handshake, with lean read and write buffers.
 //! - `logfmt.rs`: `LOG_FORMAT=json`.
-//! - `fake_upstream.rs`: a scriptable fake of the Realtime server, for `--demo`, tests and benchmarks.
 //!
 //! The hot path is two futures per session, one per direction, each reading one socket and
 //! writing the other with backpressure; actors only see lifecycle events.
@@ -44,7 +43,6 @@
 pub mod client_ip;
 pub mod close;
 pub mod config;
-pub mod fake_upstream;
 pub mod http;
 pub mod identity;
 pub mod logfmt;

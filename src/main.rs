@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use openai_realtime_relay::{
-    config::{Config, Env, KeyPolicy, LogFormat},
-    fake_upstream::{FakeUpstream, Script},
-};
+use fake_upstream::{FakeUpstream, Script};
+use openai_realtime_relay::config::{Config, Env, KeyPolicy, LogFormat};
 
 const USAGE: &str = "usage: openai-realtime-relay [--demo | --demo-if-no-key]
        openai-realtime-relay healthcheck

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use openai_realtime_relay::fake_upstream::{Mode, Script};
+use fake_upstream::{Mode, Script};
 
 /// A relay with 200 ms heartbeats before an upstream that streams `count` audio deltas of
 /// `message_bytes` as fast as the socket takes them (`None`: until the client is gone).

@@ -6,7 +6,7 @@ mod common;
 
 use common::{child::Process, *};
 use futures_util::SinkExt;
-use openai_realtime_relay::fake_upstream::{FakeUpstream, Script};
+use fake_upstream::{FakeUpstream, Script};
 
 /// Without OPENAI_API_KEY the binary prints the Node relay's message and exits non-zero.
 #[actix_web::test]

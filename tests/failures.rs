@@ -7,7 +7,7 @@ use std::time::Duration;
 use awc::ws::{Frame, Message};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use openai_realtime_relay::fake_upstream::Script;
+use fake_upstream::Script;
 
 /// A `ws://` URL on 127.0.0.1 where nothing listens: bind port 0, note the port, let it go.
 fn unreachable_url() -> String {

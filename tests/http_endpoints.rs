@@ -8,7 +8,7 @@ use awc::{
     ws::Frame,
 };
 use common::*;
-use openai_realtime_relay::fake_upstream::Script;
+use fake_upstream::Script;
 
 const APP: &str = "https://app.example";
 const EVIL: &str = "https://evil.example";

@@ -17,8 +17,8 @@ use std::{
 use awc::ws::{Frame, Message};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use fake_upstream::{FakeUpstream, Script};
 use openai_realtime_relay::{
-    fake_upstream::{FakeUpstream, Script},
     Relay,
 };
 

@@ -9,8 +9,8 @@ use std::{future::Future, pin::Pin, process::ExitStatus, task::Poll};
 
 use awc::error::WsClientError;
 use common::{child::Process, *};
+use fake_upstream::{Mode, Script};
 use openai_realtime_relay::{
-    fake_upstream::{Mode, Script},
     DrainReport,
 };
 use serde_json::Value;

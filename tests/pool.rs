@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use openai_realtime_relay::fake_upstream::{Frame, Script};
+use fake_upstream::{Frame, Script};
 
 /// Reads `/metrics` until the sample named `series` (exact text before the value) reaches `want`;
 /// bounded by `T`. The pool fills in the background, and its gauge is the only outside view of it.

@@ -17,7 +17,7 @@ use std::{
 use awc::ws::Message;
 use common::*;
 use futures_util::SinkExt;
-use openai_realtime_relay::fake_upstream::Script;
+use fake_upstream::Script;
 
 /// Polling Prometheus takes a few scrape intervals; bounded well above them.
 const PROMETHEUS_WAIT: Duration = Duration::from_secs(30);

@@ -16,9 +16,9 @@ use std::{
 
 use awc::{http::header, ws::Frame, ClientResponse};
 use common::{child::Process, *};
+use fake_upstream::{FakeUpstream, Handshake, Script};
 use openai_realtime_relay::{
     config::{Config, ConfigError, KeyPolicy, Secret},
-    fake_upstream::{FakeUpstream, Handshake, Script},
     identity::mint_jwt,
     usage::Ledger,
 };

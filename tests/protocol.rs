@@ -14,7 +14,7 @@ use awc::{
 };
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use openai_realtime_relay::fake_upstream::{Frame as Got, Handshake, Mode, Script};
+use fake_upstream::{Frame as Got, Handshake, Mode, Script};
 
 /// How long the relay gets to react to a client leaving, for checks that must be prompt.
 const PROMPT: Duration = Duration::from_secs(3);

@@ -2,7 +2,7 @@
 mod common;
 
 use common::*;
-use openai_realtime_relay::fake_upstream::Script;
+use fake_upstream::Script;
 
 /// A session at its MAX_SESSION_DURATION is warned with `session_expiring` (halfway, for limits
 /// under two minutes), keeps working after the warning, and is then ended with

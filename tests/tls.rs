@@ -5,7 +5,7 @@ mod common;
 use std::{path::PathBuf, sync::Arc};
 
 use common::*;
-use openai_realtime_relay::fake_upstream::{FakeUpstream, Script};
+use fake_upstream::{FakeUpstream, Script};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,

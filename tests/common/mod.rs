@@ -12,9 +12,9 @@ use awc::{
     BoxedSocket, ClientResponse,
 };
 use futures_util::{SinkExt, StreamExt};
+use fake_upstream::{FakeUpstream, Script};
 use openai_realtime_relay::{
     config::{Config, KeyPolicy},
-    fake_upstream::{FakeUpstream, Script},
     Relay,
 };
 

@@ -35,7 +35,7 @@ use awc::{
     BoxedSocket,
 };
 use futures_util::{SinkExt, StreamExt};
-use openai_realtime_relay::fake_upstream::{FakeUpstream, Mode, Script};
+use fake_upstream::{FakeUpstream, Mode, Script};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify, Semaphore};
 
