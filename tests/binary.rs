@@ -5,8 +5,8 @@
 mod common;
 
 use common::{child::Process, *};
-use futures_util::SinkExt;
 use fake_upstream::{FakeUpstream, Script};
+use futures_util::SinkExt;
 
 /// Without OPENAI_API_KEY the binary prints the Node relay's message and exits non-zero.
 #[actix_web::test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use awc::ws::{Frame, Message};
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use fake_upstream::Script;
+use futures_util::{SinkExt, StreamExt};
 
 /// A `ws://` URL on 127.0.0.1 where nothing listens: bind port 0, note the port, let it go.
 fn unreachable_url() -> String {

@@ -16,11 +16,9 @@ use std::{
 
 use awc::ws::{Frame, Message};
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use fake_upstream::{FakeUpstream, Script};
-use openai_realtime_relay::{
-    Relay,
-};
+use futures_util::{SinkExt, StreamExt};
+use openai_realtime_relay::Relay;
 
 /// The address the test client connects from, so it differs from Nginx's own 127.0.0.1.
 const CLIENT_IP: &str = "127.0.0.2";

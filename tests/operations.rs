@@ -10,9 +10,7 @@ use std::{future::Future, pin::Pin, process::ExitStatus, task::Poll};
 use awc::error::WsClientError;
 use common::{child::Process, *};
 use fake_upstream::{Mode, Script};
-use openai_realtime_relay::{
-    DrainReport,
-};
+use openai_realtime_relay::DrainReport;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------

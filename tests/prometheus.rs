@@ -16,8 +16,8 @@ use std::{
 
 use awc::ws::Message;
 use common::*;
-use futures_util::SinkExt;
 use fake_upstream::Script;
+use futures_util::SinkExt;
 
 /// Polling Prometheus takes a few scrape intervals; bounded well above them.
 const PROMETHEUS_WAIT: Duration = Duration::from_secs(30);

@@ -13,8 +13,8 @@ use awc::{
     ws::{CloseCode, CloseReason, Frame, Message},
 };
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use fake_upstream::{Frame as Got, Handshake, Mode, Script};
+use futures_util::{SinkExt, StreamExt};
 
 /// How long the relay gets to react to a client leaving, for checks that must be prompt.
 const PROMPT: Duration = Duration::from_secs(3);

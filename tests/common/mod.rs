@@ -11,8 +11,8 @@ use awc::{
     ws::{self, Codec, Frame, Message},
     BoxedSocket, ClientResponse,
 };
-use futures_util::{SinkExt, StreamExt};
 use fake_upstream::{FakeUpstream, Script};
+use futures_util::{SinkExt, StreamExt};
 use openai_realtime_relay::{
     config::{Config, KeyPolicy},
     Relay,

@@ -34,8 +34,8 @@ use awc::{
     ws::{CloseCode, Codec, Frame, Message},
     BoxedSocket,
 };
-use futures_util::{SinkExt, StreamExt};
 use fake_upstream::{FakeUpstream, Mode, Script};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify, Semaphore};
 
