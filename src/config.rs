@@ -187,7 +187,12 @@ pub const MIB: usize = 1024 * 1024;
 /// One bad variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("OPENAI_API_KEY environment variable is required")]
+    #[error(
+        "OPENAI_API_KEY environment variable is required\n  \
+         to try the relay without a key, run it with --demo-if-no-key \
+         (cargo run --release -- --demo-if-no-key); to use OpenAI, put OPENAI_API_KEY=sk-... \
+         in a .env file in the working directory (see .env.example) or export it"
+    )]
     MissingApiKey,
     #[error("{name}: {problem} (got {value:?})")]
     Invalid {
@@ -296,8 +301,31 @@ impl Reader<'_> {
                 self.invalid(name, &v, format!("must be at least {min}"));
                 default
             }
+            // All digits but no `T`: too large, which "a whole number" would misstate.
+            Err(_) if v.bytes().all(|b| b.is_ascii_digit()) => {
+                self.invalid(name, &v, "is too large");
+                default
+            }
             Err(_) => {
                 self.invalid(name, &v, "must be a whole number");
+                default
+            }
+        }
+    }
+
+    /// A TCP port: 1 to 65535, or 0 for any free port (the log names the one picked).
+    fn port(&mut self, name: &'static str, default: u16) -> u16 {
+        let Some(v) = self.raw(name) else {
+            return default;
+        };
+        match v.parse::<u16>() {
+            Ok(n) => n,
+            Err(_) => {
+                self.invalid(
+                    name,
+                    &v,
+                    "must be a port number between 1 and 65535 (or 0 for any free port)",
+                );
                 default
             }
         }
@@ -357,7 +385,7 @@ impl Config {
             }
         };
 
-        let port = r.number::<u16>("PORT", 8080, 0);
+        let port = r.port("PORT", 8080);
         let host = r.string("HOST", "0.0.0.0");
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
             r.invalid("HOST", &host, "must be an IP address such as 0.0.0.0 or ::");
@@ -365,16 +393,9 @@ impl Config {
         let production = r.string("NODE_ENV", "development") == "production";
 
         let url = r.string("OPENAI_API_URL", DEFAULT_UPSTREAM_URL);
-        if !(url.starts_with("wss://") || url.starts_with("ws://")) {
-            r.invalid("OPENAI_API_URL", &url, "must start with wss:// or ws://");
-        } else if url.contains('?') || url.contains('#') {
-            r.invalid(
-                "OPENAI_API_URL",
-                &url,
-                "must not carry a query string; the relay adds ?model=",
-            );
-        } else if url.parse::<awc::http::Uri>().is_err() {
-            r.invalid("OPENAI_API_URL", &url, "is not a valid URL");
+        // Demo mode relays to the built-in fake and never uses OPENAI_API_URL.
+        if keys == KeyPolicy::Required {
+            check_upstream_url(&mut r, &url);
         }
 
         let default_model = r.string("DEFAULT_MODEL", DEFAULT_MODEL);
@@ -468,7 +489,7 @@ impl Config {
         }
         let admin_listen = r.raw("ADMIN_PORT").is_some().then(|| AdminListen {
             host: admin_host,
-            port: r.number::<u16>("ADMIN_PORT", 0, 0),
+            port: r.port("ADMIN_PORT", 0),
         });
         let protection = read_protection(&mut r);
         let debug = r.boolean("DEBUG", false);
@@ -531,6 +552,20 @@ impl Config {
             );
         }
         w
+    }
+}
+
+fn check_upstream_url(r: &mut Reader<'_>, url: &str) {
+    if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+        r.invalid("OPENAI_API_URL", url, "must start with wss:// or ws://");
+    } else if url.contains('?') || url.contains('#') {
+        r.invalid(
+            "OPENAI_API_URL",
+            url,
+            "must not carry a query string; the relay adds ?model=",
+        );
+    } else if url.parse::<awc::http::Uri>().is_err() {
+        r.invalid("OPENAI_API_URL", url, "is not a valid URL");
     }
 }
 
@@ -681,12 +716,59 @@ mod tests {
     }
 
     #[test]
-    fn missing_key_is_reported_with_the_node_message() {
-        let err = parse(&[]).unwrap_err();
+    fn missing_key_is_reported_with_the_node_message_then_what_to_do() {
+        let text = parse(&[]).unwrap_err().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], "OPENAI_API_KEY environment variable is required");
+        assert!(lines[1].contains("--demo-if-no-key"), "{text}");
+        assert!(lines[1].contains(".env"), "{text}");
+    }
+
+    #[test]
+    fn ports_out_of_range_say_the_range() {
+        for bad in ["99999", "65536", "-1", "eighty"] {
+            let err = parse(&[("OPENAI_API_KEY", "k"), ("PORT", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("between 1 and 65535"),
+                "PORT={bad}: {err}"
+            );
+            let err = parse(&[("OPENAI_API_KEY", "k"), ("ADMIN_PORT", bad)]).unwrap_err();
+            assert!(err
+                .to_string()
+                .contains("ADMIN_PORT: must be a port number between 1 and 65535"));
+        }
         assert_eq!(
-            err.to_string(),
-            "OPENAI_API_KEY environment variable is required"
+            parse(&[("OPENAI_API_KEY", "k"), ("PORT", "65535")])
+                .expect("valid")
+                .port,
+            65535
         );
+    }
+
+    #[test]
+    fn numbers_too_large_are_not_called_malformed() {
+        let err = parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("MAX_CONNECTIONS", "99999999999999999999999"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("MAX_CONNECTIONS: is too large"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn demo_mode_ignores_the_upstream_url_it_does_not_use() {
+        let map: HashMap<&str, &str> = [("OPENAI_API_URL", "http://not-a-websocket")].into();
+        assert!(Config::from_source(&map, KeyPolicy::Demo).is_ok());
+        let map: HashMap<&str, &str> = [
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_API_URL", "http://not-a-websocket"),
+        ]
+        .into();
+        assert!(Config::from_source(&map, KeyPolicy::Required).is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! - `usage.rs`: usage from `response.done`, the daily ledger and its state file.
 //! - `wire.rs`: the upstream socket after its handshake, with lean read and write buffers.
 //! - `logfmt.rs`: `LOG_FORMAT=json`.
+//! - `throttle.rs`: repeated warnings collapsed to one line per window.
 //!
 //! The hot path is two futures per session, one per direction, each reading one socket and
 //! writing the other with backpressure; actors only see lifecycle events.
@@ -51,6 +52,7 @@ pub mod pool;
 pub mod reaper;
 pub mod registry;
 pub mod session;
+pub mod throttle;
 pub mod upstream;
 pub mod usage;
 pub mod wire;
@@ -117,6 +119,22 @@ pub struct DrainReport {
     pub cut: usize,
 }
 
+/// Binds `host:port`; on failure the error is one sentence that names the address and
+/// `variables`, the setting to change.
+pub fn listen(host: &str, port: u16, variables: &str) -> io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind((host, port)).map_err(|e| {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}; set {variables} to a free address"),
+        )
+    })
+}
+
 /// Starts the relay on `listener` (bind port 0 in tests), plus the admin listener when
 /// `ADMIN_PORT` is set. Must be called inside an actix `System`; the registry and reaper run on
 /// the calling arbiter, sessions on the HTTP workers.
@@ -124,7 +142,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let tls = upstream::tls_config(config.upstream.ca_file.as_deref())?;
     let addr = listener.local_addr()?;
     let admin_listener = match &config.admin_listen {
-        Some(a) => Some(std::net::TcpListener::bind((a.host.as_str(), a.port))?),
+        Some(a) => Some(listen(&a.host, a.port, "ADMIN_PORT (or ADMIN_HOST)")?),
         None => None,
     };
     let admin_addr = admin_listener
@@ -198,6 +216,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let dialer_metrics = state.metrics.clone();
     let dialer_registry = registry.clone();
     let user_timeout = config.heartbeat_interval * 3;
+    let dial_failures = Arc::new(throttle::Throttle::new(throttle::WINDOW));
     let server = HttpServer::new(move || {
         let pool = (!pool_models.is_empty())
             .then(|| pool::Pool::new(&pool_models, per_worker, pool_max_idle));
@@ -208,6 +227,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
             dialer_metrics.clone(),
             dialer_registry.clone(),
             pool,
+            dial_failures.clone(),
         );
         App::new()
             .app_data(state.clone())

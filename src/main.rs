@@ -52,6 +52,16 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.debug, config.log_format);
+    // Bind before anything else starts (the demo upstream, the workers): a port in use is one
+    // line that names the address, and nothing else has run.
+    let listener = match openai_realtime_relay::listen(&config.host, config.port, "PORT (or HOST)")
+    {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let result = actix_web::rt::System::new().block_on(async move {
         let _fake = if demo {
@@ -68,7 +78,6 @@ fn main() -> ExitCode {
         for warning in config.warnings() {
             log::warn!("{warning}");
         }
-        let listener = std::net::TcpListener::bind((config.host.as_str(), config.port))?;
         log::info!(
             "openai-realtime-relay {} listening on {} upstream={} max_connections={}",
             env!("CARGO_PKG_VERSION"),
@@ -115,7 +124,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("relay failed: {e}");
-            eprintln!("openai-realtime-relay: {e}");
             ExitCode::FAILURE
         }
     }
