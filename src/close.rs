@@ -132,6 +132,17 @@ impl CloseReason {
         }
     }
 
+    /// Labels that only ever refuse a session before it is admitted: they are counted as
+    /// rejections, never as closed sessions.
+    pub const REFUSAL_ONLY_LABELS: [&'static str; 6] = [
+        "capacity_exceeded",
+        "invalid_request",
+        "unauthorized",
+        "too_many_connections",
+        "rate_limited",
+        "model_not_allowed",
+    ];
+
     /// Every label, for pre-registering metric series.
     pub const LABELS: [&'static str; 27] = [
         "client_closed",
@@ -163,12 +174,12 @@ impl CloseReason {
         "session_max_duration",
     ];
 
-    /// The close code the client receives.
-    pub fn client_code(&self) -> u16 {
+    /// The close code the client receives; `None` when it is gone and gets no close frame.
+    pub fn client_code(&self) -> Option<u16> {
         use CloseReason::*;
-        match self {
+        Some(match self {
             ClientClosed { code, .. } => *code,
-            ClientGone => 1000,
+            ClientGone => return None,
             ClientProtocolError => 1002,
             ClientMessageTooLarge { .. } | UpstreamMessageTooLarge { .. } => 1009,
             ClientQueueOverflow { .. } => 1008,
@@ -196,7 +207,7 @@ impl CloseReason {
             | ModelNotAllowed { .. }
             | BudgetExceeded { .. } => 1008,
             SessionMaxDuration => 1000,
-        }
+        })
     }
 
     /// The close reason text the client receives, at most 123 bytes.
@@ -357,14 +368,14 @@ mod tests {
                 code,
                 reason: String::new(),
             };
-            assert_eq!(r.client_code(), 1011);
+            assert_eq!(r.client_code(), Some(1011));
             assert_eq!(r.code(), Some("upstream_closed"));
         }
         let clean = CloseReason::UpstreamClosed {
             code: Some(4000),
             reason: "invalid_request_error.beta_api_shape_disabled".into(),
         };
-        assert_eq!(clean.client_code(), 4000);
+        assert_eq!(clean.client_code(), Some(4000));
         assert_eq!(clean.code(), None);
         assert_eq!(
             clean.client_reason(),
@@ -427,12 +438,25 @@ mod tests {
         ];
         for (reason, code, close) in cases {
             assert_eq!(reason.code(), Some(code), "{reason:?}");
-            assert_eq!(reason.client_code(), close, "{reason:?}");
+            assert_eq!(reason.client_code(), Some(close), "{reason:?}");
             let event: serde_json::Value =
                 serde_json::from_str(&reason.error_event("evt_1").expect("failure")).expect("json");
             assert_eq!(event["type"], "error");
             assert_eq!(event["error"]["type"], "relay_error");
             assert_eq!(event["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn a_client_that_is_gone_gets_no_close_code() {
+        assert_eq!(CloseReason::ClientGone.client_code(), None);
+        assert_eq!(CloseReason::HeartbeatTimeout.client_code(), Some(1001));
+    }
+
+    #[test]
+    fn refusal_only_labels_are_labels() {
+        for label in CloseReason::REFUSAL_ONLY_LABELS {
+            assert!(CloseReason::LABELS.contains(&label), "{label}");
         }
     }
 

@@ -243,7 +243,9 @@ impl Metrics {
         .expect("valid metric");
 
         for label in CloseReason::LABELS {
-            sessions_closed.with_label_values(&[label]);
+            if !CloseReason::REFUSAL_ONLY_LABELS.contains(&label) {
+                sessions_closed.with_label_values(&[label]);
+            }
         }
         for label in REJECT_LABELS {
             sessions_rejected.with_label_values(&[label]);

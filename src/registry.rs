@@ -7,7 +7,7 @@
 //! wait for zero without polling.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
@@ -175,16 +175,16 @@ pub struct Stats {
     pub uptime_seconds: u64,
     pub draining: bool,
     pub active_sessions: usize,
-    pub sessions_by_model: HashMap<String, usize>,
+    pub sessions_by_model: BTreeMap<String, usize>,
     pub max_connections: usize,
     pub total_sessions: u64,
     pub rejected_sessions: u64,
-    pub rejected_by_reason: HashMap<&'static str, u64>,
-    pub closed_by_reason: HashMap<&'static str, u64>,
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub closed_by_reason: BTreeMap<&'static str, u64>,
     pub client_to_upstream: DirectionStats,
     pub upstream_to_client: DirectionStats,
     pub upstream_connect_failures: u64,
-    pub upstream_connect_failures_by_reason: HashMap<&'static str, u64>,
+    pub upstream_connect_failures_by_reason: BTreeMap<&'static str, u64>,
     pub upstream_connect_latency: Latency,
     pub usage: UsageStats,
 }
@@ -195,7 +195,7 @@ pub struct UsageStats {
     pub utc_day: u64,
     pub today: Usage,
     pub lifetime: Usage,
-    pub by_model: std::collections::BTreeMap<String, Usage>,
+    pub by_model: BTreeMap<String, Usage>,
     /// The identities with the most billable tokens today, at most `TOP_IDENTITIES`.
     pub by_identity: Vec<IdentityUsage>,
     pub identities_today: usize,
@@ -458,11 +458,11 @@ impl Registry {
 
     pub fn stats(&self) -> Stats {
         let m = &self.metrics;
-        let rejected_by_reason: HashMap<_, _> =
+        let rejected_by_reason: BTreeMap<_, _> =
             Metrics::by_label(&m.sessions_rejected, &REJECT_LABELS)
                 .into_iter()
                 .collect();
-        let failures: HashMap<_, _> =
+        let failures: BTreeMap<_, _> =
             Metrics::by_label(&m.upstream_connect_failures, &CONNECT_FAILURE_LABELS)
                 .into_iter()
                 .collect();
@@ -470,7 +470,7 @@ impl Registry {
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
-        let mut sessions_by_model = HashMap::new();
+        let mut sessions_by_model = BTreeMap::new();
         for e in self.sessions.values() {
             *sessions_by_model.entry(e.model.clone()).or_insert(0) += 1;
         }
@@ -490,7 +490,10 @@ impl Registry {
                     .count(),
             })
             .collect();
-        by_identity.sort_by_key(|u| std::cmp::Reverse(u.usage.billable()));
+        // Ties in identity order, so the answer does not change between requests.
+        by_identity.sort_by(|a, b| {
+            (b.usage.billable(), &a.identity).cmp(&(a.usage.billable(), &b.identity))
+        });
         let identities_today = by_identity.len();
         by_identity.truncate(TOP_IDENTITIES);
         let current = self.ledger.day == day;

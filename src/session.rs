@@ -359,9 +359,12 @@ impl Session {
 /// Detached, so the client still gets its close after the session actor is gone; bounded, so a
 /// client that never reads cannot keep the task alive.
 pub fn say_goodbye(mut client: actix_ws::Session, reason: &CloseReason, event_id: &str) {
+    let Some(code) = reason.client_code() else {
+        return;
+    };
     let event = reason.error_event(event_id);
     let close = actix_ws::CloseReason {
-        code: reason.client_code().into(),
+        code: code.into(),
         description: Some(reason.client_reason()).filter(|r| !r.is_empty()),
     };
     actix_web::rt::spawn(async move {
@@ -427,7 +430,11 @@ impl Actor for Session {
                 .map_or_else(|| "-".into(), |ip| ip.to_string()),
             self.identity.key,
             self.model,
-            self.ending.as_ref().map_or(1012, |r| r.client_code()),
+            // `-`: the client was gone, no close frame was sent.
+            self.ending
+                .as_ref()
+                .map_or(Some(1012), |r| r.client_code())
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
             self.opened_at.elapsed().as_millis(),
             s.client_to_upstream.messages.get(),
             s.client_to_upstream.bytes.get(),

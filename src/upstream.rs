@@ -33,6 +33,7 @@ use crate::{
     pool::{Pool, Warm},
     registry::{self, Registry},
     session::{self, Session, Shared},
+    throttle::{self, Throttle},
     usage::{self, Watched},
     wire,
 };
@@ -97,6 +98,8 @@ pub struct Dialer {
     metrics: Arc<Metrics>,
     registry: Addr<Registry>,
     pool: Option<Pool>,
+    /// Collapses repeated dial-failure warnings; shared by every worker's dialer.
+    failures: Arc<Throttle>,
 }
 
 /// An upstream socket ready for a session, and what it received before the session took it.
@@ -116,6 +119,7 @@ impl Dialer {
         metrics: Arc<Metrics>,
         registry: Addr<Registry>,
         pool: Option<Pool>,
+        failures: Arc<Throttle>,
     ) -> Rc<Dialer> {
         let connector = awc::Connector::new()
             .rustls_0_23(tls)
@@ -136,6 +140,7 @@ impl Dialer {
             metrics,
             registry,
             pool,
+            failures,
         });
         if let Some(pool) = &dialer.pool {
             let tick =
@@ -236,11 +241,8 @@ impl Dialer {
                                 .inc();
                         }
                     }
-                    Err(reason) => {
-                        log::warn!(
-                            "upstream pool: dial for model={model} failed: {}",
-                            reason.message()
-                        );
+                    // `connect` has logged why.
+                    Err(_) => {
                         pool.dial_done(&model, None);
                     }
                 }
@@ -300,11 +302,23 @@ impl Dialer {
                 self.metrics.upstream_connect_seconds.observe(seconds);
                 self.registry.do_send(registry::ConnectTime { seconds });
             }
-            Err(reason) => self
-                .metrics
-                .upstream_connect_failures
-                .with_label_values(&[reason.label()])
-                .inc(),
+            Err(reason) => {
+                self.metrics
+                    .upstream_connect_failures
+                    .with_label_values(&[reason.label()])
+                    .inc();
+                // The client gets the error event; the operator needs the cause, once, not
+                // once per client while the upstream is down.
+                if let Some(held_back) = self.failures.check(reason.label(), Instant::now()) {
+                    log::warn!(
+                        "upstream dial failed reason={} upstream={} {query}: {}{}",
+                        reason.label(),
+                        self.config.url,
+                        reason.message(),
+                        throttle::held_back_note(held_back)
+                    );
+                }
+            }
         }
         result
     }

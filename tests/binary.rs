@@ -8,16 +8,20 @@ use common::{child::Process, *};
 use fake_upstream::{FakeUpstream, Script};
 use futures_util::SinkExt;
 
-/// Without OPENAI_API_KEY the binary prints the Node relay's message and exits non-zero.
+/// Without OPENAI_API_KEY the binary prints the Node relay's message, then on the next line how
+/// to run without a key and where the key goes, and exits non-zero.
 #[actix_web::test]
 async fn missing_key_exits_with_the_node_message() {
     let p = Process::spawn("missing-key", &[], &[("PORT", "0"), ("HOST", "127.0.0.1")]);
     let (status, lines) = p.exit().await;
     assert!(!status.success(), "{status:?} {lines:#?}");
+    let at = lines
+        .iter()
+        .position(|l| l == "OPENAI_API_KEY environment variable is required")
+        .unwrap_or_else(|| panic!("no missing-key line: {lines:#?}"));
+    let hint = lines.get(at + 1).expect("a second line");
     assert!(
-        lines
-            .iter()
-            .any(|l| l == "OPENAI_API_KEY environment variable is required"),
+        hint.contains("--demo-if-no-key") && hint.contains(".env"),
         "{lines:#?}"
     );
     assert!(
@@ -52,6 +56,147 @@ async fn every_bad_variable_is_named_at_once() {
         assert!(text.contains(name), "{name} not reported: {text}");
     }
     assert!(!text.contains("listening on"), "{text}");
+}
+
+/// PORT out of range names the range, not "a whole number".
+#[actix_web::test]
+async fn port_out_of_range_names_the_range() {
+    let p = Process::spawn(
+        "port-range",
+        &[],
+        &[("OPENAI_API_KEY", "sk-test-port"), ("PORT", "99999")],
+    );
+    let (status, lines) = p.exit().await;
+    assert_eq!(status.code(), Some(64), "{lines:#?}");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("PORT: must be a port number between 1 and 65535"),
+        "{text}"
+    );
+    assert!(!text.contains("whole number"), "{text}");
+}
+
+/// A port already in use: one line that names HOST:PORT and the variable to change, exit 1,
+/// and in demo mode the fake upstream never starts.
+#[actix_web::test]
+async fn port_in_use_is_one_line_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let p = Process::spawn(
+        "port-in-use",
+        &["--demo"],
+        &[("PORT", &port), ("HOST", "127.0.0.1")],
+    );
+    let (status, lines) = p.exit().await;
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    let addr = format!("127.0.0.1:{port}");
+    let naming: Vec<&String> = lines.iter().filter(|l| l.contains(&addr)).collect();
+    assert_eq!(naming.len(), 1, "{lines:#?}");
+    assert!(naming[0].contains("PORT"), "{lines:#?}");
+    assert!(
+        naming[0].to_lowercase().contains("address already in use"),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("demo mode") || l.contains("fake")),
+        "something started before the bind: {lines:#?}"
+    );
+    drop(taken);
+}
+
+/// Demo mode does not validate OPENAI_API_URL, which it does not use.
+#[actix_web::test]
+async fn demo_mode_ignores_a_bad_upstream_url() {
+    let mut p = Process::spawn(
+        "demo-bad-url",
+        &["--demo"],
+        &[
+            ("PORT", "0"),
+            ("HOST", "127.0.0.1"),
+            ("OPENAI_API_URL", "http://not-a-websocket"),
+        ],
+    );
+    let addr = p.listening().await;
+    let (status, _) = get(&format!("http://{addr}/health"), &[]).await;
+    assert_eq!(status, 200);
+    p.kill().await;
+}
+
+/// A failed upstream dial is logged at WARN with its cause (never the key); repeats within the
+/// window collapse into that one line.
+#[actix_web::test]
+async fn upstream_failures_are_logged_with_their_cause_once() {
+    const KEY: &str = "sk-test-DIALSECRET-1";
+    let mut script = Script::echo();
+    script.reject_status = Some(401);
+    let fake = FakeUpstream::start(script).await.expect("fake starts");
+    let url = fake.url();
+    let mut p = Process::spawn(
+        "dial-failures",
+        &[],
+        &[
+            ("OPENAI_API_KEY", KEY),
+            ("OPENAI_API_URL", &url),
+            ("PORT", "0"),
+            ("HOST", "127.0.0.1"),
+        ],
+    );
+    let addr = p.listening().await;
+    let base = format!("ws://{addr}/realtime");
+    for n in 1..=3 {
+        let (_, mut ws) = connect_with(&base, &["realtime"], &[])
+            .await
+            .expect("upgrade succeeds");
+        expect_failure(&mut ws, "upstream_auth_failed", 1011).await;
+        p.wait_line(&format!("session={n} closed")).await;
+    }
+    // A different cause is its own line: nothing listens on the fake's port once it is gone.
+    fake.stop().await;
+    let (_, mut ws) = connect_with(&base, &["realtime"], &[])
+        .await
+        .expect("upgrade succeeds");
+    expect_failure(&mut ws, "upstream_unavailable", 1011).await;
+    p.wait_line("session=4 closed").await;
+
+    let lines = p.kill().await;
+    let text = lines.join("\n");
+    let warns: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("upstream dial failed"))
+        .collect();
+    assert_eq!(warns.len(), 2, "{text}");
+    assert!(
+        warns[0].contains("reason=upstream_auth_failed") && warns[0].contains("HTTP 401"),
+        "{text}"
+    );
+    assert!(
+        warns[1].contains("reason=upstream_unavailable") && warns[1].contains("could not reach"),
+        "{text}"
+    );
+    assert!(!text.contains("DIALSECRET"), "the key was logged: {text}");
+}
+
+/// A client that drops its TCP connection without a close frame is logged as `client_gone`
+/// with `code=-`: no close frame was sent to it.
+#[actix_web::test]
+async fn client_gone_is_logged_without_a_close_code() {
+    let mut p = Process::spawn(
+        "client-gone",
+        &["--demo"],
+        &[("PORT", "0"), ("HOST", "127.0.0.1")],
+    );
+    let addr = p.listening().await;
+    let (_, mut ws) = connect_with(&format!("ws://{addr}/realtime"), &["realtime"], &[])
+        .await
+        .expect("upgrade succeeds");
+    assert_eq!(next_json(&mut ws).await["type"], "session.created");
+    drop(ws);
+    let line = p.wait_line("session=1 closed").await;
+    assert!(line.contains("reason=client_gone"), "{line}");
+    assert!(line.contains(" code=- "), "{line}");
+    p.kill().await;
 }
 
 /// `--demo` needs no key: a client gets session.created and a streamed response with usage.

@@ -286,6 +286,16 @@ async fn metrics_expose_every_series_after_a_session() {
         Some(0.0),
         "{m}"
     );
+    // Reasons that only ever refuse a session have rejection series, no closed-session ones.
+    for refusal in ["capacity_exceeded", "unauthorized", "model_not_allowed"] {
+        let closed = format!(r#"relay_sessions_closed_total{{reason="{refusal}"}}"#);
+        assert_eq!(sample(m, &closed), None, "{m}");
+    }
+    assert_eq!(
+        sample(m, r#"relay_sessions_closed_total{reason="client_gone"}"#),
+        Some(0.0),
+        "{m}"
+    );
     assert_eq!(
         sample(m, &format!("relay_messages_total{c2u}")),
         Some(2.0),
@@ -320,6 +330,61 @@ async fn metrics_expose_every_series_after_a_session() {
         Some(1.0),
         "{m}"
     );
+    h.stop().await;
+}
+
+/// /stats keeps one key order from request to request: maps come out sorted by key.
+#[actix_web::test]
+async fn stats_keep_a_stable_key_order() {
+    let h = start(Script::echo(), &[]).await;
+    let mut sockets = Vec::new();
+    for model in ["m-delta", "m-alpha", "m-charlie", "m-bravo", "m-echo"] {
+        sockets.push(connect(&h, &format!("/realtime?model={model}")).await);
+    }
+    let url = format!("{}/stats", h.http());
+    let keys = |body: &str| -> Vec<String> {
+        let stats: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        stats["sessions_by_model"]
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let mut first = request(Method::GET, &url, &[]).await;
+    for _ in 0..50 {
+        if keys(&first.body).len() == 5 {
+            break;
+        }
+        first = request(Method::GET, &url, &[]).await;
+    }
+    let order = keys(&first.body);
+    assert_eq!(
+        order,
+        ["m-alpha", "m-bravo", "m-charlie", "m-delta", "m-echo"]
+    );
+    for _ in 0..5 {
+        let again = request(Method::GET, &url, &[]).await;
+        assert_eq!(keys(&again.body), order);
+        let top: Vec<String> = serde_json::from_str::<serde_json::Value>(&again.body)
+            .expect("JSON")
+            .as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect();
+        let first_top: Vec<String> = serde_json::from_str::<serde_json::Value>(&first.body)
+            .expect("JSON")
+            .as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(top, first_top);
+    }
+    for mut ws in sockets {
+        close(&mut ws).await;
+    }
     h.stop().await;
 }
 
