@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
 
-pub use crate::client_ip::TrustedProxies;
+pub use crate::protection::client_ip::TrustedProxies;
 
 /// A secret (the server's OpenAI key, the admin token). `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -572,14 +572,14 @@ fn check_upstream_url(r: &mut Reader<'_>, url: &str) {
 fn read_protection(r: &mut Reader<'_>) -> Protection {
     let tokens = r.raw("RELAY_TOKENS").map(Secret::new);
     if let Some(list) = &tokens {
-        if let Err(problem) = crate::identity::Tokens::parse_list(list.expose()) {
+        if let Err(problem) = crate::protection::identity::Tokens::parse_list(list.expose()) {
             // The value is a secret: report the problem, never the value.
             r.invalid("RELAY_TOKENS", "***", problem);
         }
     }
     let tokens_file = r.raw("RELAY_TOKENS_FILE").map(PathBuf::from);
     if let Some(path) = &tokens_file {
-        if let Err(problem) = crate::identity::Tokens::load_file(path) {
+        if let Err(problem) = crate::protection::identity::Tokens::load_file(path) {
             r.errors.push(ConfigError::Unreadable {
                 name: "RELAY_TOKENS_FILE",
                 path: path.display().to_string(),

@@ -41,21 +41,14 @@
 
 #![forbid(unsafe_code)]
 
-pub mod client_ip;
+pub mod admission;
 pub mod close;
 pub mod config;
 pub mod http;
-pub mod identity;
-pub mod logfmt;
-pub mod metrics;
-pub mod pool;
-pub mod reaper;
-pub mod registry;
+pub mod ops;
+pub mod protection;
 pub mod session;
-pub mod throttle;
 pub mod upstream;
-pub mod usage;
-pub mod wire;
 
 use std::{
     io,
@@ -71,15 +64,15 @@ use actix::{Actor, Addr};
 use actix_web::{dev::ServerHandle, web, App, HttpServer};
 
 use crate::{
-    config::Config, http::AppState, metrics::Metrics, reaper::Reaper, registry::Registry,
-    upstream::Dialer,
+    admission::reaper::Reaper, admission::registry::Registry, config::Config, http::AppState,
+    ops::metrics::Metrics, upstream::Dialer,
 };
 
 /// A running relay.
 pub struct Relay {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    authenticator: Arc<identity::Authenticator>,
+    authenticator: Arc<protection::identity::Authenticator>,
     tokens_file: Option<std::path::PathBuf>,
     handle: ServerHandle,
     registry: Addr<Registry>,
@@ -92,7 +85,7 @@ pub struct Relay {
 /// Re-reads `RELAY_TOKENS_FILE` into the running relay (SIGHUP).
 #[derive(Clone)]
 pub struct TokenReloader {
-    authenticator: Arc<identity::Authenticator>,
+    authenticator: Arc<protection::identity::Authenticator>,
     path: Option<std::path::PathBuf>,
 }
 
@@ -103,7 +96,7 @@ impl TokenReloader {
         let Some(path) = &self.path else {
             return Err("RELAY_TOKENS_FILE is not set".into());
         };
-        let tokens = identity::Tokens::load_file(path)?;
+        let tokens = protection::identity::Tokens::load_file(path)?;
         let n = tokens.len();
         self.authenticator.reload(tokens);
         Ok(n)
@@ -154,23 +147,26 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let mut models = vec![config.default_model.clone()];
     models.extend(p.allowed_models.iter().cloned());
     let metrics = Arc::new(Metrics::new(&pool_models, &models));
-    let authenticator = Arc::new(identity::Authenticator::new(
+    let authenticator = Arc::new(protection::identity::Authenticator::new(
         match (&p.tokens, &p.tokens_file) {
-            (Some(list), _) => {
-                Some(identity::Tokens::parse_list(list.expose()).map_err(io::Error::other)?)
-            }
+            (Some(list), _) => Some(
+                protection::identity::Tokens::parse_list(list.expose())
+                    .map_err(io::Error::other)?,
+            ),
             (None, Some(path)) => {
-                Some(identity::Tokens::load_file(path).map_err(io::Error::other)?)
+                Some(protection::identity::Tokens::load_file(path).map_err(io::Error::other)?)
             }
             (None, None) => None,
         },
-        p.jwt_secret.as_ref().map(identity::JwtVerifier::new),
+        p.jwt_secret
+            .as_ref()
+            .map(protection::identity::JwtVerifier::new),
     ));
     let workers = config.workers;
-    let per_worker = pool::per_worker(config.pool.size, workers);
+    let per_worker = upstream::pool::per_worker(config.pool.size, workers);
     let pool_max_idle = config.pool.max_idle;
     let registry_state = Registry::new(config.max_connections, metrics.clone())
-        .with_limits(registry::Limits {
+        .with_limits(admission::registry::Limits {
             per_client: p.max_connections_per_client,
             rate_per_minute: p.connection_rate_per_client,
             allowed_models: p.allowed_models.clone(),
@@ -216,10 +212,10 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let dialer_metrics = state.metrics.clone();
     let dialer_registry = registry.clone();
     let user_timeout = config.heartbeat_interval * 3;
-    let dial_failures = Arc::new(throttle::Throttle::new(throttle::WINDOW));
+    let dial_failures = Arc::new(ops::throttle::Throttle::new(ops::throttle::WINDOW));
     let server = HttpServer::new(move || {
         let pool = (!pool_models.is_empty())
-            .then(|| pool::Pool::new(&pool_models, per_worker, pool_max_idle));
+            .then(|| upstream::pool::Pool::new(&pool_models, per_worker, pool_max_idle));
         let dialer = Dialer::new(
             upstream.clone(),
             tls.clone(),
@@ -291,7 +287,11 @@ impl Relay {
     /// waits until no session is left or `SHUTDOWN_TIMEOUT` has passed, and stops the server.
     pub async fn drain(&self) -> DrainReport {
         self.draining.store(true, Ordering::SeqCst);
-        let sessions = self.registry.send(registry::Drain).await.unwrap_or(0);
+        let sessions = self
+            .registry
+            .send(admission::registry::Drain)
+            .await
+            .unwrap_or(0);
         log::info!("draining: told {sessions} session(s) to end");
         let mut live = self.live.clone();
         let emptied = tokio::time::timeout(self.shutdown_timeout, live.wait_for(|n| *n == 0)).await;
@@ -307,7 +307,7 @@ impl Relay {
         } else {
             log::info!("drain: all sessions ended");
         }
-        let _ = self.registry.send(registry::SaveUsage).await;
+        let _ = self.registry.send(admission::registry::SaveUsage).await;
         self.handle.stop(true).await;
         DrainReport { sessions, cut }
     }

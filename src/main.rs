@@ -136,7 +136,7 @@ fn init_logging(debug: bool, format: LogFormat) {
     if format == LogFormat::Json {
         builder.format(|buf, record| {
             use std::io::Write;
-            let line = openai_realtime_relay::logfmt::json_line(
+            let line = openai_realtime_relay::ops::logfmt::json_line(
                 &buf.timestamp_millis().to_string(),
                 record.level().as_str(),
                 record.target(),

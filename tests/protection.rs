@@ -19,8 +19,7 @@ use common::{child::Process, *};
 use fake_upstream::{FakeUpstream, Handshake, Script};
 use openai_realtime_relay::{
     config::{Config, ConfigError, KeyPolicy, Secret},
-    identity::mint_jwt,
-    usage::Ledger,
+    protection::{identity::mint_jwt, usage::Ledger},
 };
 use serde_json::{json, Value};
 

@@ -19,9 +19,9 @@ use serde::Serialize;
 
 use crate::{
     close::CloseReason,
-    metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
+    ops::metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
+    protection::usage::{self, Budget, Ledger, Usage},
     session::{self, Session},
-    usage::{self, Budget, Ledger, Usage},
 };
 
 pub type SessionId = u64;

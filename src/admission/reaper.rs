@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::{registry, registry::Registry, session};
+use crate::{
+    admission::registry::{self, Registry},
+    session,
+};
 
 pub struct Reaper {
     registry: Addr<Registry>,

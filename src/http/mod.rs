@@ -22,11 +22,11 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
+    admission::registry::{self, Registry},
     close::CloseReason,
     config::{is_query_safe, AllowedOrigins, SafetyIdentifier, Secret, TrustedProxies},
-    identity::{presented_credential, Authenticator, Identity},
-    metrics::Metrics,
-    registry::{self, Registry},
+    ops::metrics::Metrics,
+    protection::identity::{presented_credential, Authenticator, Identity},
     session::{self, Session},
     upstream::Dialer,
 };

@@ -210,7 +210,10 @@ impl Metrics {
         )
         .expect("valid metric");
         for model in known_models.iter().map(String::as_str).chain(["other"]) {
-            for kind in crate::usage::Usage::default().by_kind().map(|(k, _)| k) {
+            for kind in crate::protection::usage::Usage::default()
+                .by_kind()
+                .map(|(k, _)| k)
+            {
                 tokens.with_label_values(&[model, kind]);
             }
         }

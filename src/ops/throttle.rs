@@ -97,9 +97,6 @@ mod tests {
     #[test]
     fn note_names_the_count() {
         assert_eq!(held_back_note(0), "");
-        assert_eq!(
-            held_back_note(3),
-            " (3 more like it since the last report)"
-        );
+        assert_eq!(held_back_note(3), " (3 more like it since the last report)");
     }
 }

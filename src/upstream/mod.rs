@@ -4,6 +4,9 @@
 //! client's socket. It stops when the upstream closes (telling the session why) or when its
 //! session sends `Close` (after passing the close frame on).
 
+pub mod pool;
+pub mod wire;
+
 use std::{
     cell::Cell,
     io,
@@ -26,16 +29,17 @@ use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use self::pool::{Pool, Warm};
 use crate::{
+    admission::registry::{self, Registry},
     close::CloseReason,
     config::UpstreamConfig,
-    metrics::{Flow, Metrics},
-    pool::{Pool, Warm},
-    registry::{self, Registry},
+    ops::{
+        metrics::{Flow, Metrics},
+        throttle::{self, Throttle},
+    },
+    protection::usage::{self, Watched},
     session::{self, Session, Shared},
-    throttle::{self, Throttle},
-    usage::{self, Watched},
-    wire,
 };
 
 /// The query a pooled socket for `model` is opened with.

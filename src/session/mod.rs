@@ -22,12 +22,12 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::{
+    admission::registry::{self, Registry, SessionId},
     close::{error_event, CloseReason},
-    identity::Identity,
-    metrics::{Flow, Metrics},
-    registry::{self, Registry, SessionId},
+    ops::metrics::{Flow, Metrics},
+    protection::identity::Identity,
+    protection::usage::Usage,
     upstream::{self, Dialer, Upstream, Writer},
-    usage::Usage,
 };
 
 /// How long the client gets to take the final `error` event and close frame.
@@ -139,7 +139,7 @@ pub const EVENTS_TARGET: &str = "openai_realtime_relay::events";
 /// The `type` of a Realtime event, found without parsing the JSON (only for debug logging):
 /// the top-level `"type"` key when it is among the first bytes, as OpenAI and the SDKs send it.
 pub fn event_type(text: &str) -> &str {
-    crate::usage::top_level_type(text).unwrap_or("-")
+    crate::protection::usage::top_level_type(text).unwrap_or("-")
 }
 
 /// Logs one message's event type at debug level on `EVENTS_TARGET`.
