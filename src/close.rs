@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::protection::usage::Budget;
+
 /// Which side a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -65,7 +67,7 @@ pub enum CloseReason {
     /// The model is not in `ALLOWED_MODELS` (or the credential's `models` claim).
     ModelNotAllowed { model: String },
     /// A daily token budget is spent.
-    BudgetExceeded { which: &'static str },
+    BudgetExceeded { budget: Budget },
     /// The session reached `MAX_SESSION_DURATION`.
     SessionMaxDuration,
 }
@@ -300,9 +302,10 @@ impl CloseReason {
             ModelNotAllowed { model } => {
                 format!("The model {model:?} is not allowed on this relay.")
             }
-            BudgetExceeded { which } => {
-                format!("The {which} daily token budget is spent; it resets at 00:00 UTC.")
-            }
+            BudgetExceeded { budget } => format!(
+                "The {} daily token budget is spent; it resets at 00:00 UTC.",
+                budget_words(*budget)
+            ),
             SessionMaxDuration => "The session reached the relay's MAX_SESSION_DURATION.".into(),
         }
     }
@@ -326,6 +329,14 @@ impl CloseReason {
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
+    }
+}
+
+/// How a budget is named in messages and logs.
+pub fn budget_words(budget: Budget) -> &'static str {
+    match budget {
+        Budget::Global => "relay-wide",
+        Budget::Client => "per-client",
     }
 }
 

@@ -6,38 +6,36 @@
 //!
 //! ## Map
 //!
+//! The folders follow a request on its way in:
+//!
 //! ```text
-//!            HTTP (http.rs)                   actors
-//!  client ──► /, /realtime, /v1/realtime ──► Session (session.rs) ──Admit/Release──► Registry (registry.rs)
-//!             /health /stats /metrics          │  ▲                                     ▲
-//!                                              │  │ UpstreamOpened / UpstreamEnded      │ LiveSessions
-//!                                     starts   ▼  │                                     │
-//!                                            Upstream (upstream.rs) ◄── awc ──► OpenAI  Reaper (reaper.rs)
-//!                                                                                       └─Tick─► every Session
+//!  client ──► http/upgrade ──► session/actor ──Admit/Release──► admission/registry ◄── admission/reaper
+//!             http/admin          │    ▲   (messages: session/msg, admission/msg)        (Tick to every session)
+//!                        starts   ▼    │ UpstreamOpened / End
+//!                              upstream/actor ── upstream/dial (+ pool, tls) ── awc ──► OpenAI
+//!              client pump: session/client ──► upstream/pump::write_upstream ──► upstream
+//!              upstream pump: upstream/pump::read_upstream ──► client (usage glanced at)
 //! ```
 //!
-//! - `config.rs`: every environment variable, validated at once; secrets are a `***` newtype.
+//! - `relay.rs`: `start` wires a running relay from a `Config`; `Relay` drains and stops it.
+//! - `config/`: every environment variable, validated at once; `secret.rs`: values that print
+//!   as `***`.
 //! - `close.rs`: every way a session ends: close code, `error` event, metric label.
-//! - `metrics.rs`: every metric name, on a non-global Prometheus registry.
-//! - `http.rs`: the routes; refusals before the upgrade (not a WebSocket, origin, draining) and
-//!   client authentication before a session exists.
-//! - `identity.rs`: who a client is (`RELAY_TOKENS`, HS256 JWTs, or its address).
-//! - `client_ip.rs`: the client address behind `TRUSTED_PROXIES`.
-//! - `session.rs`: one client; reads it (bounded pre-open queue, then backpressure) and owns
-//!   the session's end.
-//! - `upstream.rs`: the awc WebSocket to OpenAI; writes client frames to it and pumps its frames
-//!   straight into the client's socket, glancing at event types for usage (`usage.rs`).
-//! - `pool.rs`: warm upstream sockets per worker (`UPSTREAM_POOL_SIZE`).
-//! - `registry.rs`: admission (capacity, models, budgets, per-client limits), the session table,
-//!   the usage ledger, `/stats`; `drain` for shutdown.
-//! - `reaper.rs`: heartbeats and idle eviction.
-//! - `usage.rs`: usage from `response.done`, the daily ledger and its state file.
-//! - `wire.rs`: the upstream socket after its handshake, with lean read and write buffers.
-//! - `logfmt.rs`: `LOG_FORMAT=json`.
-//! - `throttle.rs`: repeated warnings collapsed to one line per window.
+//! - `http/`: `upgrade.rs` (the WebSocket entry points, refusals before the upgrade, client
+//!   identity) and `admin.rs` (`/health`, `/stats`, `/metrics`, CORS, 404).
+//! - `admission/`: the `Registry` (capacity, models, budgets, per-client limits, the usage
+//!   ledger), its messages, `/stats`, and the `Reaper` (heartbeats, idle eviction).
+//! - `session/`: the `Session` actor, its messages, the client pump, the state the pumps share.
+//! - `upstream/`: TLS, the per-worker dialer and warm pool, the socket after its handshake, the
+//!   `Upstream` actor and its two pumps.
+//! - `protection/`: who a client is (tokens, JWTs, its address behind `TRUSTED_PROXIES`) and what
+//!   the upstream says it used (`response.done`, the daily ledger).
+//! - `ops/`: metrics, log formats, repeated warnings collapsed.
 //!
-//! The hot path is two futures per session, one per direction, each reading one socket and
-//! writing the other with backpressure; actors only see lifecycle events.
+//! No two files import each other: actors reach each other through `Recipient`s of the messages
+//! in the leaf modules `session/msg.rs` and `admission/msg.rs`. The hot path is two futures per
+//! session, one per direction, each reading one socket and writing the other with backpressure;
+//! actors only see lifecycle events.
 
 #![forbid(unsafe_code)]
 
@@ -47,296 +45,8 @@ pub mod config;
 pub mod http;
 pub mod ops;
 pub mod protection;
+pub mod relay;
 pub mod session;
 pub mod upstream;
 
-use std::{
-    io,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
-
-use actix::{Actor, Addr};
-use actix_web::{dev::ServerHandle, web, App, HttpServer};
-
-use crate::{
-    admission::reaper::Reaper, admission::registry::Registry, config::Config, http::AppState,
-    ops::metrics::Metrics, upstream::Dialer,
-};
-
-/// A running relay.
-pub struct Relay {
-    addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
-    authenticator: Arc<protection::identity::Authenticator>,
-    tokens_file: Option<std::path::PathBuf>,
-    handle: ServerHandle,
-    registry: Addr<Registry>,
-    live: tokio::sync::watch::Receiver<usize>,
-    draining: Arc<AtomicBool>,
-    shutdown_timeout: Duration,
-    server: actix_web::rt::task::JoinHandle<io::Result<()>>,
-}
-
-/// Re-reads `RELAY_TOKENS_FILE` into the running relay (SIGHUP).
-#[derive(Clone)]
-pub struct TokenReloader {
-    authenticator: Arc<protection::identity::Authenticator>,
-    path: Option<std::path::PathBuf>,
-}
-
-impl TokenReloader {
-    /// Swaps in the file's tokens; live sessions are not touched. A file that does not parse
-    /// keeps the old tokens. Returns how many tokens are now accepted.
-    pub fn reload(&self) -> Result<usize, String> {
-        let Some(path) = &self.path else {
-            return Err("RELAY_TOKENS_FILE is not set".into());
-        };
-        let tokens = protection::identity::Tokens::load_file(path)?;
-        let n = tokens.len();
-        self.authenticator.reload(tokens);
-        Ok(n)
-    }
-}
-
-/// What a drain did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainReport {
-    /// Sessions live when the drain began.
-    pub sessions: usize,
-    /// Sessions still live when `SHUTDOWN_TIMEOUT` ran out, cut by the server stop.
-    pub cut: usize,
-}
-
-/// Binds `host:port`; on failure the error is one sentence that names the address and
-/// `variables`, the setting to change.
-pub fn listen(host: &str, port: u16, variables: &str) -> io::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind((host, port)).map_err(|e| {
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen on {addr}: {e}; set {variables} to a free address"),
-        )
-    })
-}
-
-/// Starts the relay on `listener` (bind port 0 in tests), plus the admin listener when
-/// `ADMIN_PORT` is set. Must be called inside an actix `System`; the registry and reaper run on
-/// the calling arbiter, sessions on the HTTP workers.
-pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Result<Relay> {
-    let tls = upstream::tls_config(config.upstream.ca_file.as_deref())?;
-    let addr = listener.local_addr()?;
-    let admin_listener = match &config.admin_listen {
-        Some(a) => Some(listen(&a.host, a.port, "ADMIN_PORT (or ADMIN_HOST)")?),
-        None => None,
-    };
-    let admin_addr = admin_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
-    let pool_models = config.pool.pooled_models(&config.default_model);
-    let p = &config.protection;
-    let mut models = vec![config.default_model.clone()];
-    models.extend(p.allowed_models.iter().cloned());
-    let metrics = Arc::new(Metrics::new(&pool_models, &models));
-    let authenticator = Arc::new(protection::identity::Authenticator::new(
-        match (&p.tokens, &p.tokens_file) {
-            (Some(list), _) => Some(
-                protection::identity::Tokens::parse_list(list.expose())
-                    .map_err(io::Error::other)?,
-            ),
-            (None, Some(path)) => {
-                Some(protection::identity::Tokens::load_file(path).map_err(io::Error::other)?)
-            }
-            (None, None) => None,
-        },
-        p.jwt_secret
-            .as_ref()
-            .map(protection::identity::JwtVerifier::new),
-    ));
-    let workers = config.workers;
-    let per_worker = upstream::pool::per_worker(config.pool.size, workers);
-    let pool_max_idle = config.pool.max_idle;
-    let registry_state = Registry::new(config.max_connections, metrics.clone())
-        .with_limits(admission::registry::Limits {
-            per_client: p.max_connections_per_client,
-            rate_per_minute: p.connection_rate_per_client,
-            allowed_models: p.allowed_models.clone(),
-            daily_budget: p.daily_token_budget,
-            client_budget: p.client_daily_token_budget,
-        })
-        .with_usage_file(p.usage_state_file.clone());
-    let live = registry_state.watch_live();
-    let registry = registry_state.start();
-    Reaper::new(
-        registry.clone(),
-        config.heartbeat_interval,
-        config.inactivity_timeout,
-    )
-    .start();
-    let draining = Arc::new(AtomicBool::new(false));
-    let state = web::Data::new(AppState {
-        registry: registry.clone(),
-        metrics,
-        started_at: Instant::now(),
-        max_connections: config.max_connections,
-        allowed_origins: config.allowed_origins.clone(),
-        allow_missing_origin: config.allow_missing_origin,
-        default_model: config.default_model.clone(),
-        max_message_size: config.max_message_size,
-        inactivity_timeout: config.inactivity_timeout,
-        trusted_proxies: config.trusted_proxies.clone(),
-        admin_token: config.admin_token.clone(),
-        admin_addr,
-        draining: draining.clone(),
-        authenticator: authenticator.clone(),
-        safety: http::Safety {
-            mode: p.safety_identifier,
-            salt: p
-                .safety_identifier_salt
-                .clone()
-                .unwrap_or_else(|| config.upstream.api_key.clone()),
-        },
-        max_session_duration: p.max_session_duration,
-    });
-    let upstream = config.upstream.clone();
-    let max_message_size = config.max_message_size;
-    let dialer_metrics = state.metrics.clone();
-    let dialer_registry = registry.clone();
-    let user_timeout = config.heartbeat_interval * 3;
-    let dial_failures = Arc::new(ops::throttle::Throttle::new(ops::throttle::WINDOW));
-    let server = HttpServer::new(move || {
-        let pool = (!pool_models.is_empty())
-            .then(|| upstream::pool::Pool::new(&pool_models, per_worker, pool_max_idle));
-        let dialer = Dialer::new(
-            upstream.clone(),
-            tls.clone(),
-            max_message_size,
-            dialer_metrics.clone(),
-            dialer_registry.clone(),
-            pool,
-            dial_failures.clone(),
-        );
-        App::new()
-            .app_data(state.clone())
-            .app_data(dialer)
-            .configure(http::routes)
-    })
-    .on_connect(move |conn, _| {
-        // A client that stops reading leaves the relay's writes unacknowledged (zero window).
-        // Its session is ended after two missed heartbeats, but only the kernel can drop the
-        // connection and the bytes queued for it: bound that at three heartbeat intervals.
-        #[cfg(target_os = "linux")]
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout));
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (conn, user_timeout);
-    })
-    .workers(workers)
-    // Sessions are drained before the server stops; what is left after that is cut.
-    .shutdown_timeout(1)
-    .disable_signals()
-    .listen(listener)?;
-    let tokens_file = p.tokens_file.clone();
-    let server = match admin_listener {
-        Some(l) => server.listen(l)?,
-        None => server,
-    }
-    .run();
-    let handle = server.handle();
-    let server = actix_web::rt::spawn(server);
-    Ok(Relay {
-        addr,
-        admin_addr,
-        authenticator,
-        tokens_file,
-        handle,
-        registry,
-        live,
-        draining,
-        shutdown_timeout: config.shutdown_timeout,
-        server,
-    })
-}
-
-impl Relay {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The separate `/stats` and `/metrics` listener, when `ADMIN_PORT` is set.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    pub fn registry(&self) -> &Addr<Registry> {
-        &self.registry
-    }
-
-    /// Graceful drain: `/health` turns 503 and new upgrades are refused at once, every live
-    /// client gets `server_shutting_down` and close 1012 (its upstream closed too), then this
-    /// waits until no session is left or `SHUTDOWN_TIMEOUT` has passed, and stops the server.
-    pub async fn drain(&self) -> DrainReport {
-        self.draining.store(true, Ordering::SeqCst);
-        let sessions = self
-            .registry
-            .send(admission::registry::Drain)
-            .await
-            .unwrap_or(0);
-        log::info!("draining: told {sessions} session(s) to end");
-        let mut live = self.live.clone();
-        let emptied = tokio::time::timeout(self.shutdown_timeout, live.wait_for(|n| *n == 0)).await;
-        let cut = match emptied {
-            Ok(Ok(_)) => 0,
-            _ => *self.live.borrow(),
-        };
-        if cut > 0 {
-            log::warn!(
-                "drain: SHUTDOWN_TIMEOUT ({} ms) ran out with {cut} session(s) still open; cutting them",
-                self.shutdown_timeout.as_millis()
-            );
-        } else {
-            log::info!("drain: all sessions ended");
-        }
-        let _ = self.registry.send(admission::registry::SaveUsage).await;
-        self.handle.stop(true).await;
-        DrainReport { sessions, cut }
-    }
-
-    /// What SIGHUP uses to re-read `RELAY_TOKENS_FILE`.
-    pub fn token_reloader(&self) -> TokenReloader {
-        TokenReloader {
-            authenticator: self.authenticator.clone(),
-            path: self.tokens_file.clone(),
-        }
-    }
-
-    /// Stops at once: no drain.
-    pub async fn stop(self) {
-        self.handle.stop(false).await;
-        let _ = self.server.await;
-    }
-
-    /// Runs until the server stops.
-    pub async fn wait(self) -> io::Result<()> {
-        self.server.await.map_err(io::Error::other)?
-    }
-
-    /// Resolves if the server stops by itself (it normally does not); cancel-safe.
-    pub async fn until_stopped(&mut self) -> io::Result<()> {
-        (&mut self.server).await.map_err(io::Error::other)?
-    }
-
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-}
+pub use relay::{listen, start, DrainReport, Relay, TokenReloader};

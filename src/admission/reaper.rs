@@ -1,5 +1,5 @@
 //! `Reaper`: the relay's clock. Every sweep it asks the `Registry` for the live sessions and sends
-//! each a `session::Tick`; every `HEARTBEAT_INTERVAL` that tick also asks for a ping. Each session
+//! each a `Tick`; every `HEARTBEAT_INTERVAL` that tick also asks for a ping. Each session
 //! decides for itself whether it has been idle too long or missed its pongs (`Session::on_tick`),
 //! so the reaper holds no per-session state. It lives as long as the relay.
 
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::{
-    admission::registry::{self, Registry},
-    session,
+    admission::{msg::LiveSessions, registry::Registry},
+    session::msg::Tick,
 };
 
 pub struct Reaper {
@@ -59,10 +59,10 @@ impl Actor for Reaper {
         ctx.run_interval(self.sweep_interval, |act, ctx| {
             let now = Instant::now();
             let heartbeat = act.heartbeat_due(now);
-            let sessions = act.registry.send(registry::LiveSessions);
+            let sessions = act.registry.send(LiveSessions);
             ctx.spawn(sessions.into_actor(act).map(move |sessions, _, _| {
                 for s in sessions.unwrap_or_default() {
-                    s.do_send(session::Tick { now, heartbeat });
+                    s.tick.do_send(Tick { now, heartbeat });
                 }
             }));
         });

@@ -1,84 +1,37 @@
 //! `Registry`: the one place that admits sessions. It owns the table of live sessions, enforces
-//! `MAX_CONNECTIONS` before any upstream is dialed, and turns the metrics into `/stats`.
-//! Sessions send it `Admit` when they start and `Release` from `stopping()`; the reaper asks it
-//! for `LiveSessions`; the HTTP layer asks for `GetStats`; dialers report `ConnectTime`; shutdown
-//! sends `Drain`, after which every session is told to end and nothing new is admitted. It
-//! lives as long as the relay and publishes the live count on a watch channel, so shutdown can
-//! wait for zero without polling.
+//! `MAX_CONNECTIONS` and the per-client limits and budgets before any upstream is dialed, keeps the
+//! usage ledger, and turns the metrics into `/stats`. Sessions send it `Admit` when they start
+//! and `Release` from `stopping()`; the reaper asks it for `LiveSessions`; the HTTP layer asks for
+//! `GetStats`; dialers report `ConnectTime` and `RecordUsage`; shutdown sends `Drain`, after
+//! which every session is told to end and nothing new is admitted. Its messages live in
+//! `msg.rs`. It lives as long as the relay and publishes the live count on a watch channel, so
+//! shutdown can wait for zero without polling.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
-    net::IpAddr,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use actix::prelude::*;
-use serde::Serialize;
 
 use crate::{
-    close::CloseReason,
+    admission::{
+        limits::{Limits, RateBuckets},
+        msg::{
+            Admit, ConnectTime, Drain, Entry, GetStats, LiveSessions, RecordUsage, Rejected,
+            Release, SaveUsage,
+        },
+        stats::{
+            ConnectTimes, DirectionStats, IdentityUsage, Stats, UsageStats, TOP_IDENTITIES,
+        },
+    },
+    close::{budget_words, CloseReason},
     ops::metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
     protection::usage::{self, Budget, Ledger, Usage},
-    session::{self, Session},
+    session::msg::{BudgetSpent, End, SessionHandle, SessionId},
 };
-
-pub type SessionId = u64;
-
-/// Why the registry refused a session.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    #[error("capacity exceeded ({max} sessions)")]
-    Capacity { max: usize },
-    #[error("shutting down")]
-    ShuttingDown,
-    #[error("too many connections for this client ({max})")]
-    TooManyConnections { max: usize },
-    #[error("rate limited ({per_minute}/min)")]
-    RateLimited { per_minute: u32 },
-    #[error("model {model} not allowed")]
-    ModelNotAllowed { model: String },
-    #[error("{} daily token budget spent", .which)]
-    BudgetExceeded { which: &'static str },
-}
-
-impl Rejected {
-    pub fn into_close_reason(self) -> CloseReason {
-        match self {
-            Rejected::Capacity { max } => CloseReason::CapacityExceeded { max },
-            Rejected::ShuttingDown => CloseReason::ShuttingDown,
-            Rejected::TooManyConnections { max } => CloseReason::TooManyConnections { max },
-            Rejected::RateLimited { per_minute } => CloseReason::RateLimited { per_minute },
-            Rejected::ModelNotAllowed { model } => CloseReason::ModelNotAllowed { model },
-            Rejected::BudgetExceeded { which } => CloseReason::BudgetExceeded { which },
-        }
-    }
-
-    pub fn label(&self) -> &'static str {
-        self.clone().into_close_reason().label()
-    }
-}
-
-/// Admission limits beyond `MAX_CONNECTIONS` (all off by default).
-#[derive(Debug, Clone, Default)]
-pub struct Limits {
-    /// 0 = unlimited.
-    pub per_client: usize,
-    /// New sessions per minute per identity; 0 = unlimited.
-    pub rate_per_minute: u32,
-    /// Empty = any model.
-    pub allowed_models: Vec<String>,
-    pub daily_budget: Option<u64>,
-    pub client_budget: Option<u64>,
-}
-
-/// A token bucket of `rate_per_minute` new sessions, refilled continuously.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
 
 /// Today's UTC day number.
 fn today() -> u64 {
@@ -88,131 +41,6 @@ fn today() -> u64 {
     usage::utc_day(secs)
 }
 
-/// What the registry knows of a live session.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub addr: Addr<Session>,
-    pub model: String,
-    pub client_ip: Option<IpAddr>,
-    /// What limits and budgets key on: `token:<name>`, `jwt:<sub>` or `ip:<address>`.
-    pub identity: String,
-    /// Models the client's credential allows (JWT `models` claim), on top of `ALLOWED_MODELS`.
-    pub credential_models: Option<Vec<String>>,
-    pub opened_at: Instant,
-}
-
-/// Ask for a slot for a new session; answered before any upstream dial.
-#[derive(Message)]
-#[rtype(result = "Result<SessionId, Rejected>")]
-pub struct Admit {
-    pub entry: Entry,
-}
-
-/// A session ended and gives its slot back.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Release {
-    pub id: SessionId,
-    pub reason: &'static str,
-}
-
-/// Stop admitting and tell every live session to end; answers how many were live.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Drain;
-
-/// Usage an upstream reported for a session (`response.done`, transcription completed).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RecordUsage {
-    pub identity: String,
-    pub model: String,
-    pub usage: Usage,
-}
-
-/// Write the usage state file now (shutdown).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SaveUsage;
-
-/// How long one successful upstream dial took, for the `/stats` latency window.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnectTime {
-    pub seconds: f64,
-}
-
-/// The addresses of every live session, for the reaper's sweep.
-#[derive(Message)]
-#[rtype(result = "Vec<Addr<Session>>")]
-pub struct LiveSessions;
-
-/// A snapshot for `/stats` and `/health`.
-#[derive(Message)]
-#[rtype(result = "Stats")]
-pub struct GetStats;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DirectionStats {
-    pub messages: u64,
-    pub bytes: u64,
-}
-
-/// Upstream connect latency over the last `CONNECT_WINDOW` dials.
-#[derive(Debug, Clone, Serialize)]
-pub struct Latency {
-    pub samples: usize,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
-
-/// Dials remembered for the latency percentiles.
-pub const CONNECT_WINDOW: usize = 1024;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub uptime_seconds: u64,
-    pub draining: bool,
-    pub active_sessions: usize,
-    pub sessions_by_model: BTreeMap<String, usize>,
-    pub max_connections: usize,
-    pub total_sessions: u64,
-    pub rejected_sessions: u64,
-    pub rejected_by_reason: BTreeMap<&'static str, u64>,
-    pub closed_by_reason: BTreeMap<&'static str, u64>,
-    pub client_to_upstream: DirectionStats,
-    pub upstream_to_client: DirectionStats,
-    pub upstream_connect_failures: u64,
-    pub upstream_connect_failures_by_reason: BTreeMap<&'static str, u64>,
-    pub upstream_connect_latency: Latency,
-    pub usage: UsageStats,
-}
-
-/// Token usage for `/stats`: today's (UTC) totals overall, per model and for the top identities.
-#[derive(Debug, Clone, Serialize)]
-pub struct UsageStats {
-    pub utc_day: u64,
-    pub today: Usage,
-    pub lifetime: Usage,
-    pub by_model: BTreeMap<String, Usage>,
-    /// The identities with the most billable tokens today, at most `TOP_IDENTITIES`.
-    pub by_identity: Vec<IdentityUsage>,
-    pub identities_today: usize,
-    pub daily_token_budget: Option<u64>,
-    pub client_daily_token_budget: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct IdentityUsage {
-    pub identity: String,
-    pub usage: Usage,
-    pub live_sessions: usize,
-}
-
-/// How many identities `/stats` lists.
-pub const TOP_IDENTITIES: usize = 100;
-
 pub struct Registry {
     max_connections: usize,
     sessions: HashMap<SessionId, Entry>,
@@ -221,9 +49,9 @@ pub struct Registry {
     started_at: Instant,
     draining: bool,
     live: tokio::sync::watch::Sender<usize>,
-    connect_times: VecDeque<f64>,
+    connect_times: ConnectTimes,
     limits: Limits,
-    buckets: HashMap<String, Bucket>,
+    buckets: RateBuckets,
     ledger: Ledger,
     /// Where the ledger is saved; `None` in unit tests.
     usage_file: Option<PathBuf>,
@@ -244,9 +72,9 @@ impl Registry {
             started_at: Instant::now(),
             draining: false,
             live: tokio::sync::watch::Sender::new(0),
-            connect_times: VecDeque::with_capacity(CONNECT_WINDOW),
+            connect_times: ConnectTimes::default(),
             limits: Limits::default(),
-            buckets: HashMap::new(),
+            buckets: RateBuckets::default(),
             ledger: Ledger::default(),
             usage_file: None,
             usage_dirty: false,
@@ -303,32 +131,6 @@ impl Registry {
         )
     }
 
-    /// Takes one new-session token from `identity`'s bucket.
-    fn take_rate_token(&mut self, identity: &str, now: Instant) -> bool {
-        let rate = f64::from(self.limits.rate_per_minute);
-        let bucket = self.buckets.entry(identity.to_string()).or_insert(Bucket {
-            tokens: rate,
-            updated: now,
-        });
-        let refill = now.duration_since(bucket.updated).as_secs_f64() * rate / 60.0;
-        bucket.tokens = (bucket.tokens + refill).min(rate);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Forgets buckets that have refilled: they hold no information.
-    fn prune_buckets(&mut self, now: Instant) {
-        let rate = f64::from(self.limits.rate_per_minute);
-        self.buckets.retain(|_, b| {
-            b.tokens + now.duration_since(b.updated).as_secs_f64() * rate / 60.0 < rate
-        });
-    }
-
     /// Every admission rule except capacity, in the order a client would want to hear them.
     fn check_limits(&mut self, entry: &Entry, now: Instant) -> Result<(), Rejected> {
         let model_refused = (!self.limits.allowed_models.is_empty()
@@ -348,9 +150,7 @@ impl Registry {
             self.limits.daily_budget,
             self.limits.client_budget,
         ) {
-            return Err(Rejected::BudgetExceeded {
-                which: budget_label(budget),
-            });
+            return Err(Rejected::BudgetExceeded { budget });
         }
         let per_client = self.limits.per_client;
         if per_client > 0
@@ -363,7 +163,8 @@ impl Registry {
         {
             return Err(Rejected::TooManyConnections { max: per_client });
         }
-        if self.limits.rate_per_minute > 0 && !self.take_rate_token(&entry.identity, now) {
+        let rate = self.limits.rate_per_minute;
+        if rate > 0 && !self.buckets.take(&entry.identity, rate, now) {
             return Err(Rejected::RateLimited {
                 per_minute: self.limits.rate_per_minute,
             });
@@ -409,11 +210,11 @@ impl Registry {
     }
 
     /// Frees a session's slot; releasing twice is harmless.
-    pub fn release(&mut self, id: SessionId, reason: &'static str) {
+    pub fn release(&mut self, id: SessionId, reason: &CloseReason) {
         if let Some(entry) = self.sessions.remove(&id) {
             self.metrics
                 .sessions_closed
-                .with_label_values(&[reason])
+                .with_label_values(&[reason.label()])
                 .inc();
             self.metrics
                 .session_duration_seconds
@@ -423,37 +224,13 @@ impl Registry {
     }
 
     /// Stops admitting; returns the sessions that must now be told to end.
-    pub fn drain(&mut self) -> Vec<Addr<Session>> {
+    pub fn drain(&mut self) -> Vec<SessionHandle> {
         self.draining = true;
-        self.sessions.values().map(|e| e.addr.clone()).collect()
+        self.handles()
     }
 
-    pub fn record_connect(&mut self, seconds: f64) {
-        if self.connect_times.len() == CONNECT_WINDOW {
-            self.connect_times.pop_front();
-        }
-        self.connect_times.push_back(seconds);
-    }
-
-    fn latency(&self) -> Latency {
-        let mut sorted: Vec<f64> = self.connect_times.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let pick = |q: f64| {
-            (!sorted.is_empty()).then(|| {
-                let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-                (sorted[i] * 1e6).round() / 1e3
-            })
-        };
-        Latency {
-            samples: sorted.len(),
-            p50_ms: pick(0.50),
-            p95_ms: pick(0.95),
-            p99_ms: pick(0.99),
-        }
-    }
-
-    pub fn active(&self) -> usize {
-        self.sessions.len()
+    fn handles(&self) -> Vec<SessionHandle> {
+        self.sessions.values().map(|e| e.handle.clone()).collect()
     }
 
     pub fn stats(&self) -> Stats {
@@ -535,20 +312,13 @@ impl Registry {
             },
             upstream_connect_failures: failures.values().sum(),
             upstream_connect_failures_by_reason: failures,
-            upstream_connect_latency: self.latency(),
+            upstream_connect_latency: self.connect_times.latency(),
             usage,
         }
     }
 
     pub fn uptime(&self) -> Duration {
         self.started_at.elapsed()
-    }
-}
-
-fn budget_label(b: Budget) -> &'static str {
-    match b {
-        Budget::Global => "relay-wide",
-        Budget::Client => "per-client",
     }
 }
 
@@ -560,8 +330,9 @@ impl Actor for Registry {
             if act.usage_dirty {
                 act.save_usage();
             }
-            if act.limits.rate_per_minute > 0 {
-                act.prune_buckets(Instant::now());
+            let rate = act.limits.rate_per_minute;
+            if rate > 0 {
+                act.buckets.prune(rate, Instant::now());
             }
         });
     }
@@ -580,14 +351,14 @@ impl Handler<RecordUsage> for Registry {
         let Some(budget) = self.record_usage(&msg.identity, &msg.model, &msg.usage) else {
             return;
         };
-        let which = budget_label(budget);
         log::warn!(
-            "budget: the {which} daily token budget is spent (identity={}); ending affected sessions after their response",
+            "budget: the {} daily token budget is spent (identity={}); ending affected sessions after their response",
+            budget_words(budget),
             msg.identity
         );
         for e in self.sessions.values() {
             if budget == Budget::Global || e.identity == msg.identity {
-                e.addr.do_send(session::BudgetSpent { which });
+                e.handle.budget_spent.do_send(BudgetSpent { budget });
             }
         }
     }
@@ -613,7 +384,7 @@ impl Handler<Release> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
-        self.release(msg.id, msg.reason);
+        self.release(msg.id, &msg.reason);
     }
 }
 
@@ -623,7 +394,7 @@ impl Handler<Drain> for Registry {
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> usize {
         let sessions = self.drain();
         for s in &sessions {
-            s.do_send(session::Shutdown {
+            s.end.do_send(End {
                 reason: CloseReason::ShuttingDown,
             });
         }
@@ -635,15 +406,15 @@ impl Handler<ConnectTime> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectTime, _: &mut Context<Self>) {
-        self.record_connect(msg.seconds);
+        self.connect_times.record(msg.seconds);
     }
 }
 
 impl Handler<LiveSessions> for Registry {
-    type Result = Vec<Addr<Session>>;
+    type Result = Vec<SessionHandle>;
 
     fn handle(&mut self, _: LiveSessions, _: &mut Context<Self>) -> Self::Result {
-        self.sessions.values().map(|e| e.addr.clone()).collect()
+        self.handles()
     }
 }
 
@@ -658,12 +429,47 @@ impl Handler<GetStats> for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::msg::{Describe, SessionInfo, Tick};
+
+    /// A session that is never started: admission logic does not send to it.
+    struct Idle;
+
+    impl Actor for Idle {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Tick> for Idle {
+        type Result = ();
+        fn handle(&mut self, _: Tick, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<End> for Idle {
+        type Result = ();
+        fn handle(&mut self, _: End, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<BudgetSpent> for Idle {
+        type Result = ();
+        fn handle(&mut self, _: BudgetSpent, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<Describe> for Idle {
+        type Result = Option<SessionInfo>;
+        fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
+            None
+        }
+    }
 
     fn entry(identity: &str, model: &str) -> Entry {
-        // An address that is never started: admission logic does not send to it.
         let (tx, _rx) = actix::dev::channel::channel(1);
+        let addr: Addr<Idle> = Addr::new(tx);
         Entry {
-            addr: Addr::new(tx),
+            handle: SessionHandle {
+                tick: addr.clone().recipient(),
+                end: addr.clone().recipient(),
+                budget_spent: addr.clone().recipient(),
+                describe: addr.recipient(),
+            },
             model: model.into(),
             client_ip: None,
             identity: identity.into(),
@@ -684,23 +490,14 @@ mod tests {
             Err(Rejected::TooManyConnections { max: 1 })
         );
         assert!(r.admit(entry("token:b", "m")).is_ok());
-        r.release(id, "client_closed");
+        r.release(
+            id,
+            &CloseReason::ClientClosed {
+                code: 1000,
+                reason: String::new(),
+            },
+        );
         assert!(r.admit(entry("token:a", "m")).is_ok());
-    }
-
-    #[test]
-    fn rate_bucket_refuses_then_forgets() {
-        let mut r = Registry::new(100, Arc::new(Metrics::default())).with_limits(Limits {
-            rate_per_minute: 2,
-            ..Limits::default()
-        });
-        let now = Instant::now();
-        assert!(r.take_rate_token("a", now));
-        assert!(r.take_rate_token("a", now));
-        assert!(!r.take_rate_token("a", now));
-        assert!(r.take_rate_token("a", now + Duration::from_secs(30)));
-        r.prune_buckets(now + Duration::from_secs(120));
-        assert!(r.buckets.is_empty());
     }
 
     #[test]
@@ -733,29 +530,9 @@ mod tests {
         assert_eq!(
             r.admit(entry("token:a", "m")),
             Err(Rejected::BudgetExceeded {
-                which: "per-client"
+                budget: Budget::Client
             })
         );
         assert!(r.admit(entry("token:b", "m")).is_ok());
-    }
-
-    #[test]
-    fn latency_percentiles_over_the_window() {
-        let mut r = Registry::new(1, Arc::new(Metrics::default()));
-        assert_eq!(r.latency().samples, 0);
-        assert_eq!(r.latency().p50_ms, None);
-        for i in 1..=100 {
-            r.record_connect(i as f64 / 1000.0);
-        }
-        let l = r.latency();
-        assert_eq!(l.samples, 100);
-        assert_eq!(l.p50_ms, Some(50.0));
-        assert_eq!(l.p95_ms, Some(95.0));
-        assert_eq!(l.p99_ms, Some(99.0));
-        for _ in 0..CONNECT_WINDOW {
-            r.record_connect(0.5);
-        }
-        assert_eq!(r.latency().samples, CONNECT_WINDOW);
-        assert_eq!(r.latency().p99_ms, Some(500.0));
     }
 }

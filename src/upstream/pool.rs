@@ -18,7 +18,7 @@ use awc::ws::{CloseCode, Frame};
 use bytestring::ByteString;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 
-use crate::upstream::Socket;
+use crate::upstream::wire::Socket;
 
 /// Frames a warm socket may collect before it is handed out; OpenAI sends one (`session.created`).
 const MAX_REPLAY_FRAMES: usize = 16;

@@ -28,6 +28,9 @@ pub const READ_CHUNK: usize = 8 * 1024;
 const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
 
 /// The upgraded socket, with the bytes the handshake read past the response head in front.
+/// An upstream WebSocket as awc hands it over after the handshake.
+pub type Socket = actix_codec::Framed<BoxedSocket, Codec>;
+
 pub struct Prefixed {
     prefix: Bytes,
     io: BoxedSocket,
@@ -137,7 +140,7 @@ impl Writer {
 }
 
 /// Takes awc's socket apart into a lean reader and writer.
-pub fn split(socket: actix_codec::Framed<BoxedSocket, Codec>) -> (Reader, Writer) {
+pub fn split(socket: Socket) -> (Reader, Writer) {
     let parts = socket.into_parts();
     // A copy, so awc's 8 KiB read buffer is released rather than kept alive by the prefix.
     let io = Prefixed {

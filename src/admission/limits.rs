@@ -1,0 +1,80 @@
+//! Per-client admission limits beyond `MAX_CONNECTIONS`: the settings, and the per-identity
+//! token buckets behind `CONNECTION_RATE_PER_CLIENT`. Pure logic with the clock passed in.
+
+use std::{collections::HashMap, time::Instant};
+
+/// Admission limits beyond `MAX_CONNECTIONS` (all off by default).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// 0 = unlimited.
+    pub per_client: usize,
+    /// New sessions per minute per identity; 0 = unlimited.
+    pub rate_per_minute: u32,
+    /// Empty = any model.
+    pub allowed_models: Vec<String>,
+    pub daily_budget: Option<u64>,
+    pub client_budget: Option<u64>,
+}
+
+
+/// A token bucket of `rate_per_minute` new sessions, refilled continuously.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// One bucket per identity that has used some of its rate; full buckets are forgotten.
+#[derive(Debug, Default)]
+pub struct RateBuckets(HashMap<String, Bucket>);
+
+impl RateBuckets {
+    /// Takes one new-session token from `identity`'s bucket of `rate` per minute.
+    pub fn take(&mut self, identity: &str, rate: u32, now: Instant) -> bool {
+        let rate = f64::from(rate);
+        let bucket = self.0.entry(identity.to_string()).or_insert(Bucket {
+            tokens: rate,
+            updated: now,
+        });
+        let refill = now.duration_since(bucket.updated).as_secs_f64() * rate / 60.0;
+        bucket.tokens = (bucket.tokens + refill).min(rate);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets buckets that have refilled: they hold no information.
+    pub fn prune(&mut self, rate: u32, now: Instant) {
+        let rate = f64::from(rate);
+        self.0.retain(|_, b| {
+            b.tokens + now.duration_since(b.updated).as_secs_f64() * rate / 60.0 < rate
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rate_bucket_refuses_then_forgets() {
+        let mut b = RateBuckets::default();
+        let now = Instant::now();
+        assert!(b.take("a", 2, now));
+        assert!(b.take("a", 2, now));
+        assert!(!b.take("a", 2, now));
+        assert!(b.take("a", 2, now + Duration::from_secs(30)));
+        b.prune(2, now + Duration::from_secs(120));
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,112 @@
+//! The messages the `Registry` handles, what it answers, and `Entry`, what it keeps of a live
+//! session. A leaf module: sessions, dialers, the reaper and the HTTP layer import this file,
+//! not the actor.
+
+use std::{net::IpAddr, time::Instant};
+
+use actix::prelude::*;
+
+use crate::{
+    admission::stats::Stats,
+    close::CloseReason,
+    protection::usage::{Budget, Usage},
+    session::msg::{SessionHandle, SessionId},
+};
+
+/// Why the registry refused a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("capacity exceeded ({max} sessions)")]
+    Capacity { max: usize },
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("too many connections for this client ({max})")]
+    TooManyConnections { max: usize },
+    #[error("rate limited ({per_minute}/min)")]
+    RateLimited { per_minute: u32 },
+    #[error("model {model} not allowed")]
+    ModelNotAllowed { model: String },
+    #[error("{} daily token budget spent", crate::close::budget_words(*.budget))]
+    BudgetExceeded { budget: Budget },
+}
+
+impl Rejected {
+    pub fn into_close_reason(self) -> CloseReason {
+        match self {
+            Rejected::Capacity { max } => CloseReason::CapacityExceeded { max },
+            Rejected::ShuttingDown => CloseReason::ShuttingDown,
+            Rejected::TooManyConnections { max } => CloseReason::TooManyConnections { max },
+            Rejected::RateLimited { per_minute } => CloseReason::RateLimited { per_minute },
+            Rejected::ModelNotAllowed { model } => CloseReason::ModelNotAllowed { model },
+            Rejected::BudgetExceeded { budget } => CloseReason::BudgetExceeded { budget },
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.clone().into_close_reason().label()
+    }
+}
+
+/// What the registry knows of a live session.
+#[derive(Clone)]
+pub struct Entry {
+    pub handle: SessionHandle,
+    pub model: String,
+    pub client_ip: Option<IpAddr>,
+    /// What limits and budgets key on: `token:<name>`, `jwt:<sub>` or `ip:<address>`.
+    pub identity: String,
+    /// Models the client's credential allows (JWT `models` claim), on top of `ALLOWED_MODELS`.
+    pub credential_models: Option<Vec<String>>,
+    pub opened_at: Instant,
+}
+
+/// Ask for a slot for a new session; answered before any upstream dial.
+#[derive(Message)]
+#[rtype(result = "Result<SessionId, Rejected>")]
+pub struct Admit {
+    pub entry: Entry,
+}
+
+/// A session ended and gives its slot back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    pub id: SessionId,
+    pub reason: CloseReason,
+}
+
+/// Stop admitting and tell every live session to end; answers how many were live.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain;
+
+/// Usage an upstream reported for a session (`response.done`, transcription completed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordUsage {
+    pub identity: String,
+    pub model: String,
+    pub usage: Usage,
+}
+
+/// Write the usage state file now (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveUsage;
+
+/// How long one successful upstream dial took, for the `/stats` latency window.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectTime {
+    pub seconds: f64,
+}
+
+/// The addresses of every live session, for the reaper's sweep.
+#[derive(Message)]
+#[rtype(result = "Vec<SessionHandle>")]
+pub struct LiveSessions;
+
+/// A snapshot for `/stats` and `/health`.
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;

@@ -1,0 +1,121 @@
+//! `/health`, `/stats` and `/metrics` (the last two only on the admin listener and with the admin
+//! token when those are set), CORS preflights, and the JSON 404 for everything else.
+
+use std::collections::HashMap;
+
+use actix_web::{
+    http::{header, Method, StatusCode},
+    web, HttpRequest, HttpResponse,
+};
+use serde_json::json;
+
+use crate::{
+    admission::msg::{GetStats, LiveSessions},
+    http::{json_error, not_found, origin, with_cors, AppState},
+    session::msg::{Describe, SessionInfo},
+};
+
+/// `GET /health`: 200 with the live count, or 503 once a drain has begun.
+pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let (status, label) = if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    with_cors(&state, &req, HttpResponse::build(status)).json(json!({
+        "status": label,
+        "uptime_seconds": state.started_at.elapsed().as_secs(),
+        "connections": {
+            "active": state.metrics.sessions_active.get(),
+            "max": state.max_connections,
+        },
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// `GET /stats` (`?sessions=true` adds one line per live session).
+pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refusal) = state.admin_refusal(&req) {
+        return refusal;
+    }
+    let Ok(stats) = state.registry.send(GetStats).await else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry_unavailable",
+            "The relay is shutting down.",
+        );
+    };
+    let mut body = serde_json::to_value(stats).unwrap_or_default();
+    let wants_sessions = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .is_ok_and(|q| q.get("sessions").is_some_and(|v| v == "true" || v == "1"));
+    if wants_sessions {
+        body["sessions"] =
+            serde_json::to_value(describe_sessions(&state).await).unwrap_or_default();
+    }
+    with_cors(&state, &req, HttpResponse::Ok()).json(body)
+}
+
+/// Asks every live session to describe itself; sessions that do not answer within a second
+/// (their worker is saturated) are left out.
+async fn describe_sessions(state: &AppState) -> Vec<SessionInfo> {
+    let Ok(addrs) = state.registry.send(LiveSessions).await else {
+        return Vec::new();
+    };
+    let asks = addrs.iter().map(|a| a.describe.send(Describe));
+    let answers = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        futures_util::future::join_all(asks),
+    )
+    .await
+    .unwrap_or_default();
+    let mut sessions: Vec<_> = answers
+        .into_iter()
+        .filter_map(|a| a.ok().flatten())
+        .collect();
+    sessions.sort_by_key(|s| s.id);
+    sessions
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refusal) = state.admin_refusal(&req) {
+        return refusal;
+    }
+    with_cors(&state, &req, HttpResponse::Ok())
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// CORS preflights for the HTTP endpoints, 404 JSON for everything else.
+pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let known = matches!(
+        req.path(),
+        "/" | "/realtime" | "/v1/realtime" | "/health" | "/stats" | "/metrics"
+    );
+    if req.method() == Method::OPTIONS && known {
+        let allowed = origin(&req).is_some_and(|o| state.allowed_origins.admits(Some(o), false));
+        if !allowed {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "This Origin is not in the relay's ALLOWED_ORIGINS.",
+            );
+        }
+        return with_cors(&state, &req, HttpResponse::NoContent())
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, OPTIONS"))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .finish();
+    }
+    if known {
+        return json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Only GET is served here.",
+        );
+    }
+    not_found()
+}

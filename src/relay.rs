@@ -1,0 +1,354 @@
+//! Wiring: `start` builds a running relay from a `Config` and a bound listener (the registry
+//! and reaper, the shared HTTP state, one dialer and warm pool per worker, the admin listener),
+//! and `Relay` drains and stops it. `listen` binds with an error that names the setting to
+//! change.
+
+use std::{
+    io,
+    net::SocketAddr,
+    rc::Rc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, Addr};
+use actix_web::{dev::ServerHandle, web, App, HttpServer};
+
+use crate::{
+    admission::{
+        limits::Limits,
+        msg::{Drain, SaveUsage},
+        reaper::Reaper,
+        registry::Registry,
+    },
+    config::{Config, UpstreamConfig},
+    http::{self, AppState, Safety},
+    ops::{
+        metrics::Metrics,
+        throttle::{self, Throttle},
+    },
+    protection::identity::{Authenticator, JwtVerifier, Tokens},
+    upstream::{
+        dial::Dialer,
+        pool::{per_worker, Pool},
+        tls::tls_config,
+    },
+};
+
+/// A running relay.
+pub struct Relay {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    authenticator: Arc<Authenticator>,
+    tokens_file: Option<std::path::PathBuf>,
+    handle: ServerHandle,
+    registry: Addr<Registry>,
+    live: tokio::sync::watch::Receiver<usize>,
+    draining: Arc<AtomicBool>,
+    shutdown_timeout: Duration,
+    server: actix_web::rt::task::JoinHandle<io::Result<()>>,
+}
+
+/// Re-reads `RELAY_TOKENS_FILE` into the running relay (SIGHUP).
+#[derive(Clone)]
+pub struct TokenReloader {
+    authenticator: Arc<Authenticator>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl TokenReloader {
+    /// Swaps in the file's tokens; live sessions are not touched. A file that does not parse
+    /// keeps the old tokens. Returns how many tokens are now accepted.
+    pub fn reload(&self) -> Result<usize, String> {
+        let Some(path) = &self.path else {
+            return Err("RELAY_TOKENS_FILE is not set".into());
+        };
+        let tokens = Tokens::load_file(path)?;
+        let n = tokens.len();
+        self.authenticator.reload(tokens);
+        Ok(n)
+    }
+}
+
+/// What a drain did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Sessions live when the drain began.
+    pub sessions: usize,
+    /// Sessions still live when `SHUTDOWN_TIMEOUT` ran out, cut by the server stop.
+    pub cut: usize,
+}
+
+/// Binds `host:port`; on failure the error is one sentence that names the address and
+/// `variables`, the setting to change.
+pub fn listen(host: &str, port: u16, variables: &str) -> io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind((host, port)).map_err(|e| {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}; set {variables} to a free address"),
+        )
+    })
+}
+
+/// Starts the relay on `listener` (bind port 0 in tests), plus the admin listener when
+/// `ADMIN_PORT` is set. Must be called inside an actix `System`; the registry and reaper run on
+/// the calling arbiter, sessions on the HTTP workers.
+pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Result<Relay> {
+    let tls = tls_config(config.upstream.ca_file.as_deref())?;
+    let addr = listener.local_addr()?;
+    let admin_listener = match &config.admin_listen {
+        Some(a) => Some(listen(&a.host, a.port, "ADMIN_PORT (or ADMIN_HOST)")?),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let pool_models = config.pool.pooled_models(&config.default_model);
+    let mut models = vec![config.default_model.clone()];
+    models.extend(config.protection.allowed_models.iter().cloned());
+    let metrics = Arc::new(Metrics::new(&pool_models, &models));
+    let authenticator = Arc::new(authenticator(&config)?);
+    let (registry, live) = start_admission(&config, metrics.clone());
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = web::Data::new(app_state(
+        &config,
+        &registry,
+        metrics,
+        admin_addr,
+        &draining,
+        &authenticator,
+    ));
+    let workers = Workers {
+        upstream: config.upstream.clone(),
+        tls,
+        max_message_size: config.max_message_size,
+        pool_models,
+        per_worker: per_worker(config.pool.size, config.workers),
+        pool_max_idle: config.pool.max_idle,
+        dial_failures: Arc::new(Throttle::new(throttle::WINDOW)),
+    };
+    let user_timeout = config.heartbeat_interval * 3;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(workers.dialer(&state))
+            .configure(http::routes)
+    })
+    .on_connect(move |conn, _| {
+        // A client that stops reading leaves the relay's writes unacknowledged (zero window).
+        // Its session is ended after two missed heartbeats, but only the kernel can drop the
+        // connection and the bytes queued for it: bound that at three heartbeat intervals.
+        #[cfg(target_os = "linux")]
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout));
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (conn, user_timeout);
+    })
+    .workers(config.workers)
+    // Sessions are drained before the server stops; what is left after that is cut.
+    .shutdown_timeout(1)
+    .disable_signals()
+    .listen(listener)?;
+    let server = match admin_listener {
+        Some(l) => server.listen(l)?,
+        None => server,
+    }
+    .run();
+    let handle = server.handle();
+    let server = actix_web::rt::spawn(server);
+    Ok(Relay {
+        addr,
+        admin_addr,
+        authenticator,
+        tokens_file: config.protection.tokens_file.clone(),
+        handle,
+        registry,
+        live,
+        draining,
+        shutdown_timeout: config.shutdown_timeout,
+        server,
+    })
+}
+
+/// Who may connect: `RELAY_TOKENS` / `RELAY_TOKENS_FILE` and `RELAY_JWT_SECRET`, or nobody
+/// checked (open proxy).
+fn authenticator(config: &Config) -> io::Result<Authenticator> {
+    let p = &config.protection;
+    let tokens = match (&p.tokens, &p.tokens_file) {
+        (Some(list), _) => Some(Tokens::parse_list(list.expose()).map_err(io::Error::other)?),
+        (None, Some(path)) => Some(Tokens::load_file(path).map_err(io::Error::other)?),
+        (None, None) => None,
+    };
+    Ok(Authenticator::new(
+        tokens,
+        p.jwt_secret.as_ref().map(JwtVerifier::new),
+    ))
+}
+
+/// The registry (with its limits and ledger) and the reaper, on the calling arbiter; and the
+/// live session count the drain waits on.
+fn start_admission(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> (Addr<Registry>, tokio::sync::watch::Receiver<usize>) {
+    let p = &config.protection;
+    let registry = Registry::new(config.max_connections, metrics)
+        .with_limits(Limits {
+            per_client: p.max_connections_per_client,
+            rate_per_minute: p.connection_rate_per_client,
+            allowed_models: p.allowed_models.clone(),
+            daily_budget: p.daily_token_budget,
+            client_budget: p.client_daily_token_budget,
+        })
+        .with_usage_file(p.usage_state_file.clone());
+    let live = registry.watch_live();
+    let registry = registry.start();
+    Reaper::new(
+        registry.clone(),
+        config.heartbeat_interval,
+        config.inactivity_timeout,
+    )
+    .start();
+    (registry, live)
+}
+
+/// What every HTTP worker shares.
+fn app_state(
+    config: &Config,
+    registry: &Addr<Registry>,
+    metrics: Arc<Metrics>,
+    admin_addr: Option<SocketAddr>,
+    draining: &Arc<AtomicBool>,
+    authenticator: &Arc<Authenticator>,
+) -> AppState {
+    let p = &config.protection;
+    AppState {
+        registry: registry.clone(),
+        metrics,
+        started_at: Instant::now(),
+        max_connections: config.max_connections,
+        allowed_origins: config.allowed_origins.clone(),
+        allow_missing_origin: config.allow_missing_origin,
+        default_model: config.default_model.clone(),
+        max_message_size: config.max_message_size,
+        inactivity_timeout: config.inactivity_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
+        admin_token: config.admin_token.clone(),
+        admin_addr,
+        draining: draining.clone(),
+        authenticator: authenticator.clone(),
+        safety: Safety {
+            mode: p.safety_identifier,
+            salt: p
+                .safety_identifier_salt
+                .clone()
+                .unwrap_or_else(|| config.upstream.api_key.clone()),
+        },
+        max_session_duration: p.max_session_duration,
+    }
+}
+
+/// What each HTTP worker builds its own `Dialer` (and warm pool) from: `awc::Client` is not
+/// `Send`, so every worker dials with its own.
+#[derive(Clone)]
+struct Workers {
+    upstream: UpstreamConfig,
+    tls: Arc<rustls::ClientConfig>,
+    max_message_size: usize,
+    pool_models: Vec<String>,
+    per_worker: usize,
+    pool_max_idle: Duration,
+    dial_failures: Arc<Throttle>,
+}
+
+impl Workers {
+    fn dialer(&self, state: &AppState) -> Rc<Dialer> {
+        let pool = (!self.pool_models.is_empty())
+            .then(|| Pool::new(&self.pool_models, self.per_worker, self.pool_max_idle));
+        Dialer::new(
+            self.upstream.clone(),
+            self.tls.clone(),
+            self.max_message_size,
+            state.metrics.clone(),
+            state.registry.clone().recipient(),
+            state.registry.clone().recipient(),
+            pool,
+            self.dial_failures.clone(),
+        )
+    }
+}
+
+impl Relay {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The separate `/stats` and `/metrics` listener, when `ADMIN_PORT` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Graceful drain: `/health` turns 503 and new upgrades are refused at once, every live
+    /// client gets `server_shutting_down` and close 1012 (its upstream closed too), then this
+    /// waits until no session is left or `SHUTDOWN_TIMEOUT` has passed, and stops the server.
+    pub async fn drain(&self) -> DrainReport {
+        self.draining.store(true, Ordering::SeqCst);
+        let sessions = self
+            .registry
+            .send(Drain)
+            .await
+            .unwrap_or(0);
+        log::info!("draining: told {sessions} session(s) to end");
+        let mut live = self.live.clone();
+        let emptied = tokio::time::timeout(self.shutdown_timeout, live.wait_for(|n| *n == 0)).await;
+        let cut = match emptied {
+            Ok(Ok(_)) => 0,
+            _ => *self.live.borrow(),
+        };
+        if cut > 0 {
+            log::warn!(
+                "drain: SHUTDOWN_TIMEOUT ({} ms) ran out with {cut} session(s) still open; cutting them",
+                self.shutdown_timeout.as_millis()
+            );
+        } else {
+            log::info!("drain: all sessions ended");
+        }
+        let _ = self.registry.send(SaveUsage).await;
+        self.handle.stop(true).await;
+        DrainReport { sessions, cut }
+    }
+
+    /// What SIGHUP uses to re-read `RELAY_TOKENS_FILE`.
+    pub fn token_reloader(&self) -> TokenReloader {
+        TokenReloader {
+            authenticator: self.authenticator.clone(),
+            path: self.tokens_file.clone(),
+        }
+    }
+
+    /// Stops at once: no drain.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+        let _ = self.server.await;
+    }
+
+    /// Runs until the server stops.
+    pub async fn wait(self) -> io::Result<()> {
+        self.server.await.map_err(io::Error::other)?
+    }
+
+    /// Resolves if the server stops by itself (it normally does not); cancel-safe.
+    pub async fn until_stopped(&mut self) -> io::Result<()> {
+        (&mut self.server).await.map_err(io::Error::other)?
+    }
+}

@@ -1,0 +1,258 @@
+//! `Upstream`: the relay's WebSocket to OpenAI for one session. It is started by its `Session`
+//! once the `Registry` has admitted it, gets a socket from the `Dialer` (warm or fresh), hands
+//! the session a `ToUpstream` sender for client→upstream frames, and runs the two pumps of
+//! `pump.rs`. It stops when the upstream closes (telling the session why with `End`) or when its
+//! session sends `Close` (after passing the close frame on and waiting for the answer).
+
+use std::{
+    cell::Cell,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use awc::ws::{self, Message};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    close::CloseReason,
+    ops::metrics::Metrics,
+    session::{
+        msg::{End, UpstreamOpened},
+        shared::Shared,
+    },
+    upstream::{
+        dial::{Dialer, Opened},
+        pump::{read_upstream, write_upstream, Accounting, ToClient, ToUpstream, WRITER_QUEUE},
+        wire,
+    },
+};
+
+/// How long a closing upstream gets to take its close frame before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The session ends from the client or relay side: pass the close on and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    pub code: u16,
+    pub reason: String,
+}
+
+pub struct Upstream {
+    opened_to: Recipient<UpstreamOpened>,
+    end_to: Recipient<End>,
+    session_id: u64,
+    client: actix_ws::Session,
+    query: String,
+    model: String,
+    dialer: Rc<Dialer>,
+    metrics: Arc<Metrics>,
+    shared: Rc<Shared>,
+    opened: Option<oneshot::Sender<ToUpstream>>,
+    admitted_at: Instant,
+    log_events: bool,
+    identity: String,
+    safety_id: Option<String>,
+    writer: Option<ToUpstream>,
+    /// Set when closing: the reader drops upstream frames instead of forwarding them.
+    draining: Rc<Cell<bool>>,
+    reader_done: bool,
+    writer_done: bool,
+    closing: bool,
+}
+
+/// What a session hands its upstream.
+pub struct Params {
+    /// Told once the upstream is open.
+    pub opened_to: Recipient<UpstreamOpened>,
+    /// Told why, when the upstream ends the session.
+    pub end_to: Recipient<End>,
+    pub session_id: u64,
+    pub client: actix_ws::Session,
+    pub query: String,
+    pub model: String,
+    pub dialer: Rc<Dialer>,
+    pub metrics: Arc<Metrics>,
+    pub shared: Rc<Shared>,
+    pub opened: oneshot::Sender<ToUpstream>,
+    /// When the registry admitted the session, for the time-to-first-event histogram.
+    pub admitted_at: Instant,
+    /// Log each upstream event's type (debug).
+    pub log_events: bool,
+    /// Whose usage this session's `response.done` events count against.
+    pub identity: String,
+    pub safety_id: Option<String>,
+}
+
+impl Upstream {
+    pub fn new(p: Params) -> Upstream {
+        Upstream {
+            opened_to: p.opened_to,
+            end_to: p.end_to,
+            session_id: p.session_id,
+            client: p.client,
+            query: p.query,
+            model: p.model,
+            dialer: p.dialer,
+            metrics: p.metrics,
+            shared: p.shared,
+            opened: Some(p.opened),
+            admitted_at: p.admitted_at,
+            log_events: p.log_events,
+            identity: p.identity,
+            safety_id: p.safety_id,
+            writer: None,
+            draining: Rc::new(Cell::new(false)),
+            reader_done: false,
+            writer_done: false,
+            closing: false,
+        }
+    }
+
+    fn connected(&mut self, opened: Opened, ctx: &mut Context<Self>) {
+        let (stream, sink) = wire::split(opened.socket);
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        ctx.spawn(
+            write_upstream(rx, sink)
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    // The writer ends after our close frame (or when every sender is gone). The
+                    // socket stays open until the upstream answers the close, so it sees the
+                    // frame before the connection ends; if it already has, stop now.
+                    act.writer_done = true;
+                    if act.closing && act.reader_done {
+                        ctx.stop();
+                    }
+                }),
+        );
+        let reader = read_upstream(
+            opened.replay,
+            stream,
+            ToClient {
+                client: self.client.clone(),
+                writer: tx.clone(),
+                shared: self.shared.clone(),
+                draining: self.draining.clone(),
+                flow: self.metrics.upstream_to_client.clone(),
+                max_message_size: self.dialer.max_message_size,
+                session_id: self.session_id,
+                log_events: self.log_events,
+                first_event: Some((
+                    self.admitted_at,
+                    self.metrics.first_upstream_event_seconds.clone(),
+                )),
+                accounting: Accounting {
+                    usage: self.dialer.usage.clone(),
+                    identity: self.identity.clone(),
+                    model: self.model.clone(),
+                },
+            },
+        );
+        ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
+            act.reader_done = true;
+            act.ended(reason, ctx);
+        }));
+        if let Some(opened) = self.opened.take() {
+            // The session may already be gone; then its close follows shortly.
+            let _ = opened.send(tx.clone());
+        }
+        self.writer = Some(tx);
+    }
+
+    /// The reader ended. If we were closing, this was the upstream's answer: stop. Otherwise the
+    /// upstream ended the session: answer its close (or say why we stop), tell the session, stop
+    /// once our close frame is written.
+    fn ended(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        if self.closing {
+            ctx.stop();
+            return;
+        }
+        let frame = match &reason {
+            CloseReason::UpstreamClosed { code, reason: text } => ws::CloseReason {
+                code: code.map_or(ws::CloseCode::Normal, ws::CloseCode::from),
+                description: (code.is_some() && !text.is_empty()).then(|| text.clone()),
+            },
+            CloseReason::UpstreamMessageTooLarge { .. } => ws::CloseCode::Size.into(),
+            CloseReason::UpstreamProtocolError => ws::CloseCode::Protocol.into(),
+            _ => ws::CloseCode::Normal.into(),
+        };
+        self.end_to.do_send(End { reason });
+        self.begin_close(frame, ctx);
+    }
+
+    /// Sends the upstream a close frame and stops forwarding its frames. The actor stops when
+    /// the close handshake is complete (reader and writer done) or after `CLOSE_GRACE`.
+    fn begin_close(&mut self, frame: ws::CloseReason, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.draining.set(true);
+        let Some(writer) = self.writer.take() else {
+            // Not connected yet: stopping drops the dial; nothing was opened.
+            ctx.stop();
+            return;
+        };
+        if writer.try_send(Message::Close(Some(frame))).is_err()
+            || self.reader_done && self.writer_done
+        {
+            ctx.stop();
+            return;
+        }
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+}
+
+impl Actor for Upstream {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let dialer = self.dialer.clone();
+        let query = self.query.clone();
+        let model = self.model.clone();
+        let safety_id = self.safety_id.clone();
+        let started = Instant::now();
+        ctx.spawn(
+            async move { dialer.open(&query, &model, safety_id.as_deref()).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    if act.closing {
+                        return;
+                    }
+                    match result {
+                        Ok(opened) => {
+                            let took = started.elapsed();
+                            log::debug!(
+                                "session={} upstream open in {} ms pooled={}",
+                                act.session_id,
+                                took.as_millis(),
+                                opened.pooled
+                            );
+                            act.connected(opened, ctx);
+                            act.opened_to.do_send(UpstreamOpened { took });
+                        }
+                        Err(reason) => {
+                            act.closing = true;
+                            act.end_to.do_send(End { reason });
+                            ctx.stop();
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<Close> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        let frame = ws::CloseReason {
+            code: msg.code.into(),
+            description: (!msg.reason.is_empty()).then_some(msg.reason),
+        };
+        // Still dialing: stop now, which aborts the dial; nothing was opened, nothing is billed.
+        self.begin_close(frame, ctx);
+    }
+}
