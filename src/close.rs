@@ -5,17 +5,9 @@ use std::fmt;
 
 use crate::protection::usage::Budget;
 
-/// Which side a failure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Upstream,
-    Relay,
-}
-
 /// Every way a session can end.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// The client sent a close frame; it is echoed and passed upstream.
     ClientClosed { code: u16, reason: String },
     /// The client's connection ended without a close frame.
@@ -75,33 +67,11 @@ pub enum CloseReason {
 /// Close codes that must never be put on the wire (RFC 6455 7.4.1).
 const RESERVED_CODES: [u16; 3] = [1005, 1006, 1015];
 /// The largest close reason that fits a control frame.
-pub const MAX_REASON_BYTES: usize = 123;
+pub(crate) const MAX_REASON_BYTES: usize = 123;
 
 impl CloseReason {
-    pub fn side(&self) -> Side {
-        use CloseReason::*;
-        match self {
-            ClientClosed { .. }
-            | ClientGone
-            | ClientProtocolError
-            | ClientMessageTooLarge { .. }
-            | ClientQueueOverflow { .. }
-            | ClientTooSlow
-            | HeartbeatTimeout
-            | IdleTimeout => Side::Client,
-            CapacityExceeded { .. } | ShuttingDown => Side::Relay,
-            InvalidRequest { .. }
-            | Unauthorized { .. }
-            | TooManyConnections { .. }
-            | RateLimited { .. }
-            | ModelNotAllowed { .. } => Side::Client,
-            BudgetExceeded { .. } | SessionMaxDuration => Side::Relay,
-            _ => Side::Upstream,
-        }
-    }
-
     /// The metric and log label: a closed set, never an id or a free string.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         use CloseReason::*;
         match self {
             ClientClosed { .. } => "client_closed",
@@ -136,7 +106,7 @@ impl CloseReason {
 
     /// Labels that only ever refuse a session before it is admitted: they are counted as
     /// rejections, never as closed sessions.
-    pub const REFUSAL_ONLY_LABELS: [&'static str; 6] = [
+    pub(crate) const REFUSAL_ONLY_LABELS: [&'static str; 6] = [
         "capacity_exceeded",
         "invalid_request",
         "unauthorized",
@@ -146,7 +116,7 @@ impl CloseReason {
     ];
 
     /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 27] = [
+    pub(crate) const LABELS: [&'static str; 27] = [
         "client_closed",
         "client_gone",
         "client_protocol_error",
@@ -177,7 +147,7 @@ impl CloseReason {
     ];
 
     /// The close code the client receives; `None` when it is gone and gets no close frame.
-    pub fn client_code(&self) -> Option<u16> {
+    pub(crate) fn client_code(&self) -> Option<u16> {
         use CloseReason::*;
         Some(match self {
             ClientClosed { code, .. } => *code,
@@ -213,7 +183,7 @@ impl CloseReason {
     }
 
     /// The close reason text the client receives, at most 123 bytes.
-    pub fn client_reason(&self) -> String {
+    pub(crate) fn client_reason(&self) -> String {
         let text = match self {
             CloseReason::ClientClosed { reason, .. }
             | CloseReason::UpstreamClosed { reason, .. } => reason.clone(),
@@ -224,7 +194,7 @@ impl CloseReason {
 
     /// The `error.code` of the event sent before the close; `None` for endings that are not
     /// failures (the client closed, the upstream closed cleanly, or the client is gone).
-    pub fn code(&self) -> Option<&'static str> {
+    pub(crate) fn code(&self) -> Option<&'static str> {
         use CloseReason::*;
         match self {
             ClientClosed { .. } | ClientGone => None,
@@ -241,7 +211,7 @@ impl CloseReason {
     }
 
     /// A sentence for the client (and the log) that says what happened. Never holds the key.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         use CloseReason::*;
         match self {
             ClientClosed { code, .. } => format!("The client closed the session ({code})."),
@@ -311,7 +281,7 @@ impl CloseReason {
     }
 
     /// The close code the upstream receives when the relay ends the session from this side.
-    pub fn upstream_code(&self) -> u16 {
+    pub(crate) fn upstream_code(&self) -> u16 {
         match self {
             CloseReason::ClientClosed { code, .. } if !RESERVED_CODES.contains(code) => *code,
             CloseReason::ShuttingDown => 1001,
@@ -320,7 +290,7 @@ impl CloseReason {
     }
 
     /// The OpenAI-shaped `error` event sent to the client before the close frame, if any.
-    pub fn error_event(&self, event_id: &str) -> Option<String> {
+    pub(crate) fn error_event(&self, event_id: &str) -> Option<String> {
         let code = self.code()?;
         Some(error_event(event_id, code, &self.message()))
     }
@@ -333,7 +303,7 @@ impl fmt::Display for CloseReason {
 }
 
 /// How a budget is named in messages and logs.
-pub fn budget_words(budget: Budget) -> &'static str {
+pub(crate) fn budget_words(budget: Budget) -> &'static str {
     match budget {
         Budget::Global => "relay-wide",
         Budget::Client => "per-client",
@@ -341,7 +311,7 @@ pub fn budget_words(budget: Budget) -> &'static str {
 }
 
 /// `{"type":"error","event_id":..,"error":{"type":"relay_error","code":..,"message":..,..}}`
-pub fn error_event(event_id: &str, code: &str, message: &str) -> String {
+pub(crate) fn error_event(event_id: &str, code: &str, message: &str) -> String {
     serde_json::json!({
         "type": "error",
         "event_id": event_id,
@@ -357,7 +327,7 @@ pub fn error_event(event_id: &str, code: &str, message: &str) -> String {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-pub fn truncate_utf8(s: &str, max: usize) -> &str {
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -39,14 +39,14 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admission;
-pub mod close;
+pub(crate) mod admission;
+pub(crate) mod close;
 pub mod config;
-pub mod http;
+pub(crate) mod http;
 pub mod ops;
 pub mod protection;
-pub mod relay;
-pub mod session;
-pub mod upstream;
+pub(crate) mod relay;
+pub(crate) mod session;
+pub(crate) mod upstream;
 
 pub use relay::{listen, start, DrainReport, Relay, TokenReloader};

@@ -6,7 +6,6 @@
 use std::{
     io,
     net::SocketAddr,
-    rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -24,7 +23,7 @@ use crate::{
         reaper::Reaper,
         registry::Registry,
     },
-    config::{Config, UpstreamConfig},
+    config::Config,
     http::{self, AppState, Safety},
     ops::{
         metrics::Metrics,
@@ -32,8 +31,8 @@ use crate::{
     },
     protection::identity::{Authenticator, JwtVerifier, Tokens},
     upstream::{
-        dial::Dialer,
-        pool::{per_worker, Pool},
+        dial::{Dialer, DialerSettings, Reports},
+        pool::per_worker,
         tls::tls_config,
     },
 };
@@ -127,20 +126,28 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         &draining,
         &authenticator,
     ));
-    let workers = Workers {
+    // `awc::Client` is not `Send`: every worker builds its own dialer (and warm pool) from these.
+    let dialing = DialerSettings {
         upstream: config.upstream.clone(),
         tls,
         max_message_size: config.max_message_size,
         pool_models,
         per_worker: per_worker(config.pool.size, config.workers),
         pool_max_idle: config.pool.max_idle,
-        dial_failures: Arc::new(Throttle::new(throttle::WINDOW)),
+        failures: Arc::new(Throttle::new(throttle::WINDOW)),
     };
     let user_timeout = config.heartbeat_interval * 3;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(workers.dialer(&state))
+            .app_data(Dialer::new(
+                &dialing,
+                Reports {
+                    metrics: state.metrics.clone(),
+                    connect_times: state.registry.clone().recipient(),
+                    usage: state.registry.clone().recipient(),
+                },
+            ))
             .configure(http::routes)
     })
     .on_connect(move |conn, _| {
@@ -258,36 +265,6 @@ fn app_state(
     }
 }
 
-/// What each HTTP worker builds its own `Dialer` (and warm pool) from: `awc::Client` is not
-/// `Send`, so every worker dials with its own.
-#[derive(Clone)]
-struct Workers {
-    upstream: UpstreamConfig,
-    tls: Arc<rustls::ClientConfig>,
-    max_message_size: usize,
-    pool_models: Vec<String>,
-    per_worker: usize,
-    pool_max_idle: Duration,
-    dial_failures: Arc<Throttle>,
-}
-
-impl Workers {
-    fn dialer(&self, state: &AppState) -> Rc<Dialer> {
-        let pool = (!self.pool_models.is_empty())
-            .then(|| Pool::new(&self.pool_models, self.per_worker, self.pool_max_idle));
-        Dialer::new(
-            self.upstream.clone(),
-            self.tls.clone(),
-            self.max_message_size,
-            state.metrics.clone(),
-            state.registry.clone().recipient(),
-            state.registry.clone().recipient(),
-            pool,
-            self.dial_failures.clone(),
-        )
-    }
-}
-
 impl Relay {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -303,11 +280,7 @@ impl Relay {
     /// waits until no session is left or `SHUTDOWN_TIMEOUT` has passed, and stops the server.
     pub async fn drain(&self) -> DrainReport {
         self.draining.store(true, Ordering::SeqCst);
-        let sessions = self
-            .registry
-            .send(Drain)
-            .await
-            .unwrap_or(0);
+        let sessions = self.registry.send(Drain).await.unwrap_or(0);
         log::info!("draining: told {sessions} session(s) to end");
         let mut live = self.live.clone();
         let emptied = tokio::time::timeout(self.shutdown_timeout, live.wait_for(|n| *n == 0)).await;

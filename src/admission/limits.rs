@@ -5,17 +5,16 @@ use std::{collections::HashMap, time::Instant};
 
 /// Admission limits beyond `MAX_CONNECTIONS` (all off by default).
 #[derive(Debug, Clone, Default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// 0 = unlimited.
-    pub per_client: usize,
+    pub(crate) per_client: usize,
     /// New sessions per minute per identity; 0 = unlimited.
-    pub rate_per_minute: u32,
+    pub(crate) rate_per_minute: u32,
     /// Empty = any model.
-    pub allowed_models: Vec<String>,
-    pub daily_budget: Option<u64>,
-    pub client_budget: Option<u64>,
+    pub(crate) allowed_models: Vec<String>,
+    pub(crate) daily_budget: Option<u64>,
+    pub(crate) client_budget: Option<u64>,
 }
-
 
 /// A token bucket of `rate_per_minute` new sessions, refilled continuously.
 #[derive(Debug, Clone, Copy)]
@@ -26,11 +25,11 @@ struct Bucket {
 
 /// One bucket per identity that has used some of its rate; full buckets are forgotten.
 #[derive(Debug, Default)]
-pub struct RateBuckets(HashMap<String, Bucket>);
+pub(crate) struct RateBuckets(HashMap<String, Bucket>);
 
 impl RateBuckets {
     /// Takes one new-session token from `identity`'s bucket of `rate` per minute.
-    pub fn take(&mut self, identity: &str, rate: u32, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, identity: &str, rate: u32, now: Instant) -> bool {
         let rate = f64::from(rate);
         let bucket = self.0.entry(identity.to_string()).or_insert(Bucket {
             tokens: rate,
@@ -48,14 +47,15 @@ impl RateBuckets {
     }
 
     /// Forgets buckets that have refilled: they hold no information.
-    pub fn prune(&mut self, rate: u32, now: Instant) {
+    pub(crate) fn prune(&mut self, rate: u32, now: Instant) {
         let rate = f64::from(rate);
         self.0.retain(|_, b| {
             b.tokens + now.duration_since(b.updated).as_secs_f64() * rate / 60.0 < rate
         });
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }

@@ -2,8 +2,8 @@
 //! in `msg.rs`), its per-client limits (`limits.rs`) and `/stats` (`stats.rs`), and the `Reaper`
 //! that sends heartbeats and evicts idle sessions (`reaper.rs`).
 
-pub mod limits;
-pub mod msg;
-pub mod reaper;
-pub mod registry;
-pub mod stats;
+pub(crate) mod limits;
+pub(crate) mod msg;
+pub(crate) mod reaper;
+pub(crate) mod registry;
+pub(crate) mod stats;

@@ -2,7 +2,7 @@
 //! session. A leaf module: sessions, dialers, the reaper and the HTTP layer import this file,
 //! not the actor.
 
-use std::{net::IpAddr, time::Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 
@@ -15,7 +15,7 @@ use crate::{
 
 /// Why the registry refused a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
+pub(crate) enum Rejected {
     #[error("capacity exceeded ({max} sessions)")]
     Capacity { max: usize },
     #[error("shutting down")]
@@ -31,7 +31,7 @@ pub enum Rejected {
 }
 
 impl Rejected {
-    pub fn into_close_reason(self) -> CloseReason {
+    pub(crate) fn into_close_reason(self) -> CloseReason {
         match self {
             Rejected::Capacity { max } => CloseReason::CapacityExceeded { max },
             Rejected::ShuttingDown => CloseReason::ShuttingDown,
@@ -42,71 +42,70 @@ impl Rejected {
         }
     }
 
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         self.clone().into_close_reason().label()
     }
 }
 
 /// What the registry knows of a live session.
 #[derive(Clone)]
-pub struct Entry {
-    pub handle: SessionHandle,
-    pub model: String,
-    pub client_ip: Option<IpAddr>,
+pub(crate) struct Entry {
+    pub(crate) handle: SessionHandle,
+    pub(crate) model: String,
     /// What limits and budgets key on: `token:<name>`, `jwt:<sub>` or `ip:<address>`.
-    pub identity: String,
+    pub(crate) identity: String,
     /// Models the client's credential allows (JWT `models` claim), on top of `ALLOWED_MODELS`.
-    pub credential_models: Option<Vec<String>>,
-    pub opened_at: Instant,
+    pub(crate) credential_models: Option<Vec<String>>,
+    pub(crate) opened_at: Instant,
 }
 
 /// Ask for a slot for a new session; answered before any upstream dial.
 #[derive(Message)]
 #[rtype(result = "Result<SessionId, Rejected>")]
-pub struct Admit {
-    pub entry: Entry,
+pub(crate) struct Admit {
+    pub(crate) entry: Entry,
 }
 
 /// A session ended and gives its slot back.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Release {
-    pub id: SessionId,
-    pub reason: CloseReason,
+pub(crate) struct Release {
+    pub(crate) id: SessionId,
+    pub(crate) reason: CloseReason,
 }
 
 /// Stop admitting and tell every live session to end; answers how many were live.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct Drain;
+pub(crate) struct Drain;
 
 /// Usage an upstream reported for a session (`response.done`, transcription completed).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RecordUsage {
-    pub identity: String,
-    pub model: String,
-    pub usage: Usage,
+pub(crate) struct RecordUsage {
+    pub(crate) identity: String,
+    pub(crate) model: String,
+    pub(crate) usage: Usage,
 }
 
 /// Write the usage state file now (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SaveUsage;
+pub(crate) struct SaveUsage;
 
 /// How long one successful upstream dial took, for the `/stats` latency window.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ConnectTime {
-    pub seconds: f64,
+pub(crate) struct ConnectTime {
+    pub(crate) seconds: f64,
 }
 
 /// The addresses of every live session, for the reaper's sweep.
 #[derive(Message)]
 #[rtype(result = "Vec<SessionHandle>")]
-pub struct LiveSessions;
+pub(crate) struct LiveSessions;
 
 /// A snapshot for `/stats` and `/health`.
 #[derive(Message)]
 #[rtype(result = "Stats")]
-pub struct GetStats;
+pub(crate) struct GetStats;

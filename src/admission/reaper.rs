@@ -12,7 +12,7 @@ use crate::{
     session::msg::Tick,
 };
 
-pub struct Reaper {
+pub(crate) struct Reaper {
     registry: Addr<Registry>,
     heartbeat_interval: Duration,
     sweep_interval: Duration,
@@ -20,7 +20,7 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    pub fn new(
+    pub(crate) fn new(
         registry: Addr<Registry>,
         heartbeat_interval: Duration,
         inactivity_timeout: Duration,
@@ -48,7 +48,7 @@ impl Reaper {
 
 /// Sweeps often enough to place an idle eviction within a quarter of its timeout and a heartbeat
 /// within a quarter of its period, but never more than once every 5 s.
-pub fn sweep_interval(heartbeat: Duration, inactivity: Duration) -> Duration {
+pub(crate) fn sweep_interval(heartbeat: Duration, inactivity: Duration) -> Duration {
     (heartbeat.min(inactivity) / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
 }
 

@@ -23,9 +23,7 @@ use crate::{
             Admit, ConnectTime, Drain, Entry, GetStats, LiveSessions, RecordUsage, Rejected,
             Release, SaveUsage,
         },
-        stats::{
-            ConnectTimes, DirectionStats, IdentityUsage, Stats, UsageStats, TOP_IDENTITIES,
-        },
+        stats::{ConnectTimes, DirectionStats, IdentityUsage, Stats, UsageStats, TOP_IDENTITIES},
     },
     close::{budget_words, CloseReason},
     ops::metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
@@ -41,7 +39,7 @@ fn today() -> u64 {
     usage::utc_day(secs)
 }
 
-pub struct Registry {
+pub(crate) struct Registry {
     max_connections: usize,
     sessions: HashMap<SessionId, Entry>,
     next_id: SessionId,
@@ -59,10 +57,10 @@ pub struct Registry {
 }
 
 /// How often the usage state file is written while usage changes.
-pub const USAGE_SAVE_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const USAGE_SAVE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Registry {
-    pub fn new(max_connections: usize, metrics: Arc<Metrics>) -> Registry {
+    pub(crate) fn new(max_connections: usize, metrics: Arc<Metrics>) -> Registry {
         metrics.sessions_max.set(max_connections as i64);
         Registry {
             max_connections,
@@ -82,13 +80,13 @@ impl Registry {
     }
 
     /// Adds per-client limits and budgets.
-    pub fn with_limits(mut self, limits: Limits) -> Registry {
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Registry {
         self.limits = limits;
         self
     }
 
     /// Loads (and later saves) the usage ledger at `path`; a corrupt file is set aside.
-    pub fn with_usage_file(mut self, path: PathBuf) -> Registry {
+    pub(crate) fn with_usage_file(mut self, path: PathBuf) -> Registry {
         let (ledger, warning) = Ledger::load_or_quarantine(&path);
         if let Some(w) = warning {
             log::warn!("{w}");
@@ -110,7 +108,12 @@ impl Registry {
     }
 
     /// Records usage, and returns the budget it spent, if it just spent one.
-    pub fn record_usage(&mut self, identity: &str, model: &str, usage: &Usage) -> Option<Budget> {
+    pub(crate) fn record_usage(
+        &mut self,
+        identity: &str,
+        model: &str,
+        usage: &Usage,
+    ) -> Option<Budget> {
         let day = today();
         self.ledger.record(identity, model, usage, day);
         self.usage_dirty = true;
@@ -173,7 +176,7 @@ impl Registry {
     }
 
     /// The live session count, as it changes.
-    pub fn watch_live(&self) -> tokio::sync::watch::Receiver<usize> {
+    pub(crate) fn watch_live(&self) -> tokio::sync::watch::Receiver<usize> {
         self.live.subscribe()
     }
 
@@ -184,7 +187,7 @@ impl Registry {
     }
 
     /// Admits a session if there is room and the relay is not draining.
-    pub fn admit(&mut self, entry: Entry) -> Result<SessionId, Rejected> {
+    pub(crate) fn admit(&mut self, entry: Entry) -> Result<SessionId, Rejected> {
         let verdict = if self.draining {
             Err(Rejected::ShuttingDown)
         } else if self.sessions.len() >= self.max_connections {
@@ -210,7 +213,7 @@ impl Registry {
     }
 
     /// Frees a session's slot; releasing twice is harmless.
-    pub fn release(&mut self, id: SessionId, reason: &CloseReason) {
+    pub(crate) fn release(&mut self, id: SessionId, reason: &CloseReason) {
         if let Some(entry) = self.sessions.remove(&id) {
             self.metrics
                 .sessions_closed
@@ -224,7 +227,7 @@ impl Registry {
     }
 
     /// Stops admitting; returns the sessions that must now be told to end.
-    pub fn drain(&mut self) -> Vec<SessionHandle> {
+    pub(crate) fn drain(&mut self) -> Vec<SessionHandle> {
         self.draining = true;
         self.handles()
     }
@@ -233,7 +236,7 @@ impl Registry {
         self.sessions.values().map(|e| e.handle.clone()).collect()
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let m = &self.metrics;
         let rejected_by_reason: BTreeMap<_, _> =
             Metrics::by_label(&m.sessions_rejected, &REJECT_LABELS)
@@ -317,7 +320,7 @@ impl Registry {
         }
     }
 
-    pub fn uptime(&self) -> Duration {
+    pub(crate) fn uptime(&self) -> Duration {
         self.started_at.elapsed()
     }
 }
@@ -471,7 +474,6 @@ mod tests {
                 describe: addr.recipient(),
             },
             model: model.into(),
-            client_ip: None,
             identity: identity.into(),
             credential_models: None,
             opened_at: Instant::now(),

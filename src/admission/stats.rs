@@ -8,72 +8,72 @@ use serde::Serialize;
 use crate::protection::usage::Usage;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct DirectionStats {
-    pub messages: u64,
-    pub bytes: u64,
+pub(crate) struct DirectionStats {
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Upstream connect latency over the last `CONNECT_WINDOW` dials.
 #[derive(Debug, Clone, Serialize)]
-pub struct Latency {
-    pub samples: usize,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
+pub(crate) struct Latency {
+    pub(crate) samples: usize,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p95_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
 }
 
 /// Dials remembered for the latency percentiles.
-pub const CONNECT_WINDOW: usize = 1024;
+pub(crate) const CONNECT_WINDOW: usize = 1024;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub uptime_seconds: u64,
-    pub draining: bool,
-    pub active_sessions: usize,
-    pub sessions_by_model: BTreeMap<String, usize>,
-    pub max_connections: usize,
-    pub total_sessions: u64,
-    pub rejected_sessions: u64,
-    pub rejected_by_reason: BTreeMap<&'static str, u64>,
-    pub closed_by_reason: BTreeMap<&'static str, u64>,
-    pub client_to_upstream: DirectionStats,
-    pub upstream_to_client: DirectionStats,
-    pub upstream_connect_failures: u64,
-    pub upstream_connect_failures_by_reason: BTreeMap<&'static str, u64>,
-    pub upstream_connect_latency: Latency,
-    pub usage: UsageStats,
+pub(crate) struct Stats {
+    pub(crate) uptime_seconds: u64,
+    pub(crate) draining: bool,
+    pub(crate) active_sessions: usize,
+    pub(crate) sessions_by_model: BTreeMap<String, usize>,
+    pub(crate) max_connections: usize,
+    pub(crate) total_sessions: u64,
+    pub(crate) rejected_sessions: u64,
+    pub(crate) rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub(crate) closed_by_reason: BTreeMap<&'static str, u64>,
+    pub(crate) client_to_upstream: DirectionStats,
+    pub(crate) upstream_to_client: DirectionStats,
+    pub(crate) upstream_connect_failures: u64,
+    pub(crate) upstream_connect_failures_by_reason: BTreeMap<&'static str, u64>,
+    pub(crate) upstream_connect_latency: Latency,
+    pub(crate) usage: UsageStats,
 }
 
 /// Token usage for `/stats`: today's (UTC) totals overall, per model and for the top identities.
 #[derive(Debug, Clone, Serialize)]
-pub struct UsageStats {
-    pub utc_day: u64,
-    pub today: Usage,
-    pub lifetime: Usage,
-    pub by_model: BTreeMap<String, Usage>,
+pub(crate) struct UsageStats {
+    pub(crate) utc_day: u64,
+    pub(crate) today: Usage,
+    pub(crate) lifetime: Usage,
+    pub(crate) by_model: BTreeMap<String, Usage>,
     /// The identities with the most billable tokens today, at most `TOP_IDENTITIES`.
-    pub by_identity: Vec<IdentityUsage>,
-    pub identities_today: usize,
-    pub daily_token_budget: Option<u64>,
-    pub client_daily_token_budget: Option<u64>,
+    pub(crate) by_identity: Vec<IdentityUsage>,
+    pub(crate) identities_today: usize,
+    pub(crate) daily_token_budget: Option<u64>,
+    pub(crate) client_daily_token_budget: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct IdentityUsage {
-    pub identity: String,
-    pub usage: Usage,
-    pub live_sessions: usize,
+pub(crate) struct IdentityUsage {
+    pub(crate) identity: String,
+    pub(crate) usage: Usage,
+    pub(crate) live_sessions: usize,
 }
 
 /// How many identities `/stats` lists.
-pub const TOP_IDENTITIES: usize = 100;
+pub(crate) const TOP_IDENTITIES: usize = 100;
 
 /// The last `CONNECT_WINDOW` upstream connect times, in seconds.
 #[derive(Debug, Default)]
-pub struct ConnectTimes(VecDeque<f64>);
+pub(crate) struct ConnectTimes(VecDeque<f64>);
 
 impl ConnectTimes {
-    pub fn record(&mut self, seconds: f64) {
+    pub(crate) fn record(&mut self, seconds: f64) {
         if self.0.len() == CONNECT_WINDOW {
             self.0.pop_front();
         }
@@ -81,7 +81,7 @@ impl ConnectTimes {
     }
 
     /// p50/p95/p99 in milliseconds (three decimals), nearest-rank.
-    pub fn latency(&self) -> Latency {
+    pub(crate) fn latency(&self) -> Latency {
         let mut sorted: Vec<f64> = self.0.iter().copied().collect();
         sorted.sort_by(f64::total_cmp);
         let pick = |q: f64| {

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// `GET /health`: 200 with the live count, or 503 once a drain has begun.
-pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let (status, label) = if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else {
@@ -34,7 +34,7 @@ pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
 }
 
 /// `GET /stats` (`?sessions=true` adds one line per live session).
-pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(refusal) = state.admin_refusal(&req) {
         return refusal;
     }
@@ -77,7 +77,7 @@ async fn describe_sessions(state: &AppState) -> Vec<SessionInfo> {
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(refusal) = state.admin_refusal(&req) {
         return refusal;
     }
@@ -87,7 +87,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 }
 
 /// CORS preflights for the HTTP endpoints, 404 JSON for everything else.
-pub async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let known = matches!(
         req.path(),
         "/" | "/realtime" | "/v1/realtime" | "/health" | "/stats" | "/metrics"

@@ -4,8 +4,8 @@
 //! that can be refused before the upgrade is refused with JSON; everything after the upgrade
 //! belongs to a `Session`.
 
-pub mod admin;
-pub mod upgrade;
+pub(crate) mod admin;
+pub(crate) mod upgrade;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -31,39 +31,39 @@ use crate::{
 };
 
 /// What every worker shares.
-pub struct AppState {
-    pub registry: Addr<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub started_at: Instant,
-    pub max_connections: usize,
-    pub allowed_origins: AllowedOrigins,
-    pub allow_missing_origin: bool,
-    pub default_model: String,
-    pub max_message_size: usize,
-    pub inactivity_timeout: std::time::Duration,
-    pub trusted_proxies: TrustedProxies,
-    pub admin_token: Option<Secret>,
+pub(crate) struct AppState {
+    pub(crate) registry: Addr<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) started_at: Instant,
+    pub(crate) max_connections: usize,
+    pub(crate) allowed_origins: AllowedOrigins,
+    pub(crate) allow_missing_origin: bool,
+    pub(crate) default_model: String,
+    pub(crate) max_message_size: usize,
+    pub(crate) inactivity_timeout: std::time::Duration,
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) admin_token: Option<Secret>,
     /// The admin listener, when `/stats` and `/metrics` live there instead.
-    pub admin_addr: Option<SocketAddr>,
+    pub(crate) admin_addr: Option<SocketAddr>,
     /// Set once a drain has begun.
-    pub draining: Arc<AtomicBool>,
-    pub authenticator: Arc<Authenticator>,
-    pub safety: Safety,
-    pub max_session_duration: Option<std::time::Duration>,
+    pub(crate) draining: Arc<AtomicBool>,
+    pub(crate) authenticator: Arc<Authenticator>,
+    pub(crate) safety: Safety,
+    pub(crate) max_session_duration: Option<std::time::Duration>,
 }
 
 /// `SAFETY_IDENTIFIER`: how the `OpenAI-Safety-Identifier` header is made.
-pub struct Safety {
-    pub mode: SafetyIdentifier,
+pub(crate) struct Safety {
+    pub(crate) mode: SafetyIdentifier,
     /// HMAC key for the hash (`SAFETY_IDENTIFIER_SALT`, else the server key): stable across
     /// restarts and instances, and not reversible to the identity without it.
-    pub salt: Secret,
+    pub(crate) salt: Secret,
 }
 
 impl Safety {
     /// The header value for this client, if the feature is on: 32 hex digits of
     /// HMAC-SHA256(salt, identity or address).
-    pub fn identifier(&self, identity: &Identity, ip: Option<IpAddr>) -> Option<String> {
+    pub(crate) fn identifier(&self, identity: &Identity, ip: Option<IpAddr>) -> Option<String> {
         let subject = match self.mode {
             SafetyIdentifier::Off => return None,
             SafetyIdentifier::Identity => identity.key.clone(),
@@ -127,7 +127,7 @@ impl AppState {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     for path in ["/", "/realtime", "/v1/realtime"] {
         cfg.route(path, web::get().to(upgrade::realtime));
     }

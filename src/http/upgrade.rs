@@ -2,7 +2,7 @@
 //! upgrade, the handshake, the client's identity and the upstream query, and the start of its
 //! `Session`.
 
-use std::{collections::HashMap, rc::Rc};
+use std::{collections::HashMap, net::IpAddr, rc::Rc};
 
 use actix_web::{
     http::{header, StatusCode},
@@ -14,7 +14,7 @@ use crate::{
     close::CloseReason,
     config::is_query_safe,
     http::{client_ip, json_error, not_found, origin, with_cors, AppState},
-    protection::identity::presented_credential,
+    protection::identity::{presented_credential, Identity},
     session::actor::{self as session, say_goodbye, Session},
     upstream::dial::Dialer,
 };
@@ -61,53 +61,13 @@ fn upstream_query(
 /// The WebSocket upgrade: refusals that need no WebSocket (not an upgrade, draining, origin)
 /// as JSON, then the handshake (selecting `realtime`), then client identity and the query; a
 /// session starts, or the client gets an `error` event and a close.
-pub async fn realtime(
+pub(crate) async fn realtime(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
-    if state.on_admin_listener(&req) {
-        return Ok(not_found());
-    }
-    if !is_websocket_upgrade(&req) {
-        return Ok(with_cors(&state, &req, HttpResponse::build(StatusCode::UPGRADE_REQUIRED))
-            .insert_header((header::UPGRADE, "websocket"))
-            .json(json!({
-                "error": {
-                    "type": "relay_error",
-                    "code": "websocket_required",
-                    "message": "This endpoint speaks the OpenAI Realtime API over WebSocket: \
-                                connect with new WebSocket(url + '?model=gpt-realtime-mini', ['realtime']).",
-                }
-            })));
-    }
-    if state.is_draining() {
-        state.count_rejection("server_shutting_down");
-        return Ok(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_shutting_down",
-            &CloseReason::ShuttingDown.message(),
-        ));
-    }
-    let origin = origin(&req);
-    if !state
-        .allowed_origins
-        .admits(origin, state.allow_missing_origin)
-    {
-        log::warn!(
-            "upgrade refused client={} reason=origin_not_allowed origin={:?}",
-            client_ip(&state, &req).map_or_else(|| "-".into(), |ip| ip.to_string()),
-            origin.unwrap_or("(none)")
-        );
-        state.count_rejection("origin_not_allowed");
-        return Ok(json_error(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            match origin {
-                Some(_) => "This Origin is not in the relay's ALLOWED_ORIGINS.",
-                None => "Requests without an Origin header are not allowed (ALLOW_MISSING_ORIGIN=false).",
-            },
-        ));
+    if let Some(refusal) = refuse_before_upgrade(&req, &state) {
+        return Ok(refusal);
     }
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(|q| q.into_inner())
@@ -120,27 +80,7 @@ pub async fn realtime(
         .max_continuation_size(state.max_message_size);
 
     let ip = client_ip(&state, &req);
-    let presented = presented_credential(
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        req.headers()
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .filter_map(|v| v.to_str().ok()),
-    );
-    let now_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let admitted = upstream_query(&query, &state.default_model).and_then(|q| {
-        state
-            .authenticator
-            .authenticate(presented, ip, now_unix)
-            .map(|identity| (q, identity))
-            .map_err(|e| CloseReason::Unauthorized {
-                detail: e.to_string(),
-            })
-    });
-    match admitted {
+    match admit(&req, &state, &query, ip) {
         Ok(((query, model), identity)) => {
             let dialer = req
                 .app_data::<Rc<Dialer>>()
@@ -175,6 +115,88 @@ pub async fn realtime(
         }
     }
     Ok(response)
+}
+
+/// What is refused with plain JSON, before any WebSocket exists: the admin listener, a request
+/// that is not an upgrade (426), a drain (503), an origin not allowed (403).
+fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    if state.on_admin_listener(req) {
+        return Some(not_found());
+    }
+    if !is_websocket_upgrade(req) {
+        return Some(
+            with_cors(state, req, HttpResponse::build(StatusCode::UPGRADE_REQUIRED))
+                .insert_header((header::UPGRADE, "websocket"))
+                .json(json!({
+                    "error": {
+                        "type": "relay_error",
+                        "code": "websocket_required",
+                        "message": "This endpoint speaks the OpenAI Realtime API over WebSocket: \
+                                    connect with new WebSocket(url + '?model=gpt-realtime-mini', ['realtime']).",
+                    }
+                })),
+        );
+    }
+    if state.is_draining() {
+        state.count_rejection("server_shutting_down");
+        return Some(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_shutting_down",
+            &CloseReason::ShuttingDown.message(),
+        ));
+    }
+    let origin = origin(req);
+    if state
+        .allowed_origins
+        .admits(origin, state.allow_missing_origin)
+    {
+        return None;
+    }
+    log::warn!(
+        "upgrade refused client={} reason=origin_not_allowed origin={:?}",
+        client_ip(state, req).map_or_else(|| "-".into(), |ip| ip.to_string()),
+        origin.unwrap_or("(none)")
+    );
+    state.count_rejection("origin_not_allowed");
+    Some(json_error(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        match origin {
+            Some(_) => "This Origin is not in the relay's ALLOWED_ORIGINS.",
+            None => {
+                "Requests without an Origin header are not allowed (ALLOW_MISSING_ORIGIN=false)."
+            }
+        },
+    ))
+}
+
+/// After the handshake: the upstream query and the client's identity, or why the session is
+/// refused (an invalid query, a missing or wrong credential).
+fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    query: &HashMap<String, String>,
+    ip: Option<IpAddr>,
+) -> Result<((String, String), Identity), CloseReason> {
+    let presented = presented_credential(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let query = upstream_query(query, &state.default_model)?;
+    let identity = state
+        .authenticator
+        .authenticate(presented, ip, now_unix)
+        .map_err(|e| CloseReason::Unauthorized {
+            detail: e.to_string(),
+        })?;
+    Ok((query, identity))
 }
 
 #[cfg(test)]

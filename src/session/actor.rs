@@ -29,7 +29,9 @@ use crate::{
     session::{
         client::{read_client, FromClient},
         events::EVENTS_TARGET,
-        msg::{BudgetSpent, Describe, End, SessionHandle, SessionId, SessionInfo, Tick, UpstreamOpened},
+        msg::{
+            BudgetSpent, Describe, End, SessionHandle, SessionId, SessionInfo, Tick, UpstreamOpened,
+        },
         shared::Shared,
     },
     upstream::{
@@ -45,33 +47,33 @@ const LOG_TARGET: &str = "openai_realtime_relay::session";
 /// How long the client gets to take the final `error` event and close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long before `MAX_SESSION_DURATION` the client is warned (`session_expiring`).
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(60);
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 
 /// The warning comes `EXPIRY_WARNING` before the end, or halfway for limits under two minutes.
-pub fn expiry_warning_lead(max: Duration) -> Duration {
+pub(crate) fn expiry_warning_lead(max: Duration) -> Duration {
     EXPIRY_WARNING.min(max / 2)
 }
 
 /// Everything the HTTP layer hands a new session.
-pub struct Params {
-    pub client: actix_ws::Session,
-    pub stream: AggregatedMessageStream,
+pub(crate) struct Params {
+    pub(crate) client: actix_ws::Session,
+    pub(crate) stream: AggregatedMessageStream,
     /// The upstream query string (`model=..`, `intent=..`), already validated.
-    pub query: String,
-    pub model: String,
-    pub client_ip: Option<IpAddr>,
-    pub identity: Identity,
+    pub(crate) query: String,
+    pub(crate) model: String,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) identity: Identity,
     /// `OpenAI-Safety-Identifier` for the upstream handshake, when enabled.
-    pub safety_id: Option<String>,
-    pub max_session_duration: Option<Duration>,
-    pub registry: Addr<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub dialer: Rc<Dialer>,
-    pub max_message_size: usize,
-    pub inactivity_timeout: Duration,
+    pub(crate) safety_id: Option<String>,
+    pub(crate) max_session_duration: Option<Duration>,
+    pub(crate) registry: Addr<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) dialer: Rc<Dialer>,
+    pub(crate) max_message_size: usize,
+    pub(crate) inactivity_timeout: Duration,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     id: Option<SessionId>,
     client: actix_ws::Session,
     stream: Option<AggregatedMessageStream>,
@@ -95,7 +97,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(p: Params) -> Session {
+    pub(crate) fn new(p: Params) -> Session {
         let now = Instant::now();
         Session {
             id: None,
@@ -207,7 +209,7 @@ impl Session {
     }
 
     /// Decides what a reaper tick means for this session.
-    pub fn on_tick(&mut self, now: Instant, heartbeat: bool) -> Option<CloseReason> {
+    pub(crate) fn on_tick(&mut self, now: Instant, heartbeat: bool) -> Option<CloseReason> {
         let seen = self.shared.data_messages();
         if seen != self.seen_messages {
             self.seen_messages = seen;
@@ -260,7 +262,7 @@ impl Session {
 /// Sends the client the `error` event for `reason` (if it is a failure) and the close frame.
 /// Detached, so the client still gets its close after the session actor is gone; bounded, so a
 /// client that never reads cannot keep the task alive.
-pub fn say_goodbye(mut client: actix_ws::Session, reason: &CloseReason, event_id: &str) {
+pub(crate) fn say_goodbye(mut client: actix_ws::Session, reason: &CloseReason, event_id: &str) {
     let Some(code) = reason.client_code() else {
         return;
     };
@@ -294,7 +296,6 @@ impl Actor for Session {
                     describe: addr.recipient(),
                 },
                 model: self.model.clone(),
-                client_ip: self.client_ip,
                 identity: self.identity.key.clone(),
                 credential_models: self.identity.models.clone(),
                 opened_at: self.opened_at,

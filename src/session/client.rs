@@ -70,19 +70,19 @@ fn is_continuation_overflow(e: &io::Error) -> bool {
 }
 
 /// What the client reader needs besides its stream.
-pub struct FromClient {
-    pub id: SessionId,
-    pub client: actix_ws::Session,
-    pub shared: Rc<Shared>,
-    pub flow: Flow,
-    pub max_queued: usize,
-    pub log_events: bool,
+pub(crate) struct FromClient {
+    pub(crate) id: SessionId,
+    pub(crate) client: actix_ws::Session,
+    pub(crate) shared: Rc<Shared>,
+    pub(crate) flow: Flow,
+    pub(crate) max_queued: usize,
+    pub(crate) log_events: bool,
 }
 
 /// Reads the client until it ends. Before the upstream is open, data frames wait in a queue of
 /// at most `max_queued` bytes; after, each is handed to the upstream writer in order, waiting for
 /// room (so a stalled upstream stops the reading, not the memory).
-pub async fn read_client(
+pub(crate) async fn read_client(
     mut stream: AggregatedMessageStream,
     mut opened: oneshot::Receiver<ToUpstream>,
     from: FromClient,
@@ -144,7 +144,13 @@ pub async fn read_client(
 }
 
 #[inline]
-async fn forward(writer: &ToUpstream, msg: Message, len: usize, shared: &Shared, flow: &Flow) -> bool {
+async fn forward(
+    writer: &ToUpstream,
+    msg: Message,
+    len: usize,
+    shared: &Shared,
+    flow: &Flow,
+) -> bool {
     flow.record(len);
     shared.client_to_upstream.record(len);
     shared.upstream_write_blocked.set(true);

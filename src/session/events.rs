@@ -6,16 +6,16 @@ use actix_ws::Message;
 use crate::session::msg::SessionId;
 
 /// The log target for per-message event types (`DEBUG=true`); never payloads.
-pub const EVENTS_TARGET: &str = "openai_realtime_relay::events";
+pub(crate) const EVENTS_TARGET: &str = "openai_realtime_relay::events";
 
 /// The `type` of a Realtime event, found without parsing the JSON (only for debug logging):
 /// the top-level `"type"` key when it is among the first bytes, as OpenAI and the SDKs send it.
-pub fn event_type(text: &str) -> &str {
+pub(crate) fn event_type(text: &str) -> &str {
     crate::protection::usage::top_level_type(text).unwrap_or("-")
 }
 
 /// Logs one message's event type at debug level on `EVENTS_TARGET`.
-pub fn log_event(id: SessionId, direction: &str, msg: &Message) {
+pub(crate) fn log_event(id: SessionId, direction: &str, msg: &Message) {
     let kind = match msg {
         Message::Text(t) => event_type(t),
         Message::Binary(_) => "binary",

@@ -2,8 +2,8 @@
 //! others keep for it (`msg.rs`, a leaf), the client pump (`client.rs`), the state both pumps
 //! share with the actor (`shared.rs`), and debug logging of event types (`events.rs`).
 
-pub mod actor;
-pub mod client;
-pub mod events;
-pub mod msg;
-pub mod shared;
+pub(crate) mod actor;
+pub(crate) mod client;
+pub(crate) mod events;
+pub(crate) mod msg;
+pub(crate) mod shared;

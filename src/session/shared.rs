@@ -8,32 +8,32 @@ use crate::protection::usage::{Budget, Usage};
 
 /// State the session's pumps write and the actor reads; all on the session's own thread.
 #[derive(Default)]
-pub struct Shared {
-    pub client_to_upstream: Counter,
-    pub upstream_to_client: Counter,
+pub(crate) struct Shared {
+    pub(crate) client_to_upstream: Counter,
+    pub(crate) upstream_to_client: Counter,
     /// Heartbeats sent since the client's last pong.
-    pub missed_pongs: Cell<u32>,
+    pub(crate) missed_pongs: Cell<u32>,
     /// A frame for the client is waiting for room in its socket.
-    pub client_write_blocked: Cell<bool>,
+    pub(crate) client_write_blocked: Cell<bool>,
     /// A frame for the upstream is waiting for room in its socket.
-    pub upstream_write_blocked: Cell<bool>,
+    pub(crate) upstream_write_blocked: Cell<bool>,
     /// Responses the upstream has started (`response.created`) and not finished.
-    pub responses_in_flight: Cell<u32>,
+    pub(crate) responses_in_flight: Cell<u32>,
     /// Set when a budget this session draws on is spent: end after the response in flight.
-    pub budget_spent: Cell<Option<Budget>>,
+    pub(crate) budget_spent: Cell<Option<Budget>>,
     /// Tokens the upstream reported for this session.
-    pub usage: Cell<Usage>,
+    pub(crate) usage: Cell<Usage>,
 }
 
 #[derive(Default)]
-pub struct Counter {
-    pub messages: Cell<u64>,
-    pub bytes: Cell<u64>,
+pub(crate) struct Counter {
+    pub(crate) messages: Cell<u64>,
+    pub(crate) bytes: Cell<u64>,
 }
 
 impl Counter {
     #[inline]
-    pub fn record(&self, bytes: usize) {
+    pub(crate) fn record(&self, bytes: usize) {
         self.messages.set(self.messages.get() + 1);
         self.bytes.set(self.bytes.get() + bytes as u64);
     }
@@ -41,7 +41,7 @@ impl Counter {
 
 impl Shared {
     /// Data messages either way: the reaper's measure of activity (pongs do not count).
-    pub fn data_messages(&self) -> u64 {
+    pub(crate) fn data_messages(&self) -> u64 {
         self.client_to_upstream.messages.get() + self.upstream_to_client.messages.get()
     }
 }

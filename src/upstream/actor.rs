@@ -35,12 +35,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The session ends from the client or relay side: pass the close on and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Close {
-    pub code: u16,
-    pub reason: String,
+pub(crate) struct Close {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
 }
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     opened_to: Recipient<UpstreamOpened>,
     end_to: Recipient<End>,
     session_id: u64,
@@ -64,30 +64,30 @@ pub struct Upstream {
 }
 
 /// What a session hands its upstream.
-pub struct Params {
+pub(crate) struct Params {
     /// Told once the upstream is open.
-    pub opened_to: Recipient<UpstreamOpened>,
+    pub(crate) opened_to: Recipient<UpstreamOpened>,
     /// Told why, when the upstream ends the session.
-    pub end_to: Recipient<End>,
-    pub session_id: u64,
-    pub client: actix_ws::Session,
-    pub query: String,
-    pub model: String,
-    pub dialer: Rc<Dialer>,
-    pub metrics: Arc<Metrics>,
-    pub shared: Rc<Shared>,
-    pub opened: oneshot::Sender<ToUpstream>,
+    pub(crate) end_to: Recipient<End>,
+    pub(crate) session_id: u64,
+    pub(crate) client: actix_ws::Session,
+    pub(crate) query: String,
+    pub(crate) model: String,
+    pub(crate) dialer: Rc<Dialer>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shared: Rc<Shared>,
+    pub(crate) opened: oneshot::Sender<ToUpstream>,
     /// When the registry admitted the session, for the time-to-first-event histogram.
-    pub admitted_at: Instant,
+    pub(crate) admitted_at: Instant,
     /// Log each upstream event's type (debug).
-    pub log_events: bool,
+    pub(crate) log_events: bool,
     /// Whose usage this session's `response.done` events count against.
-    pub identity: String,
-    pub safety_id: Option<String>,
+    pub(crate) identity: String,
+    pub(crate) safety_id: Option<String>,
 }
 
 impl Upstream {
-    pub fn new(p: Params) -> Upstream {
+    pub(crate) fn new(p: Params) -> Upstream {
         Upstream {
             opened_to: p.opened_to,
             end_to: p.end_to,

@@ -39,7 +39,7 @@ fn pool_query(model: &str) -> String {
 
 /// Dials upstream WebSockets and keeps the worker's warm pool. One per HTTP worker thread
 /// (`awc::Client` and its sockets are not `Send`).
-pub struct Dialer {
+pub(crate) struct Dialer {
     client: awc::Client,
     config: UpstreamConfig,
     pub(crate) max_message_size: usize,
@@ -54,27 +54,43 @@ pub struct Dialer {
 }
 
 /// An upstream socket ready for a session, and what it received before the session took it.
-pub struct Opened {
-    pub socket: Socket,
-    pub replay: Vec<Message>,
+pub(crate) struct Opened {
+    pub(crate) socket: Socket,
+    pub(crate) replay: Vec<Message>,
     /// Whether it came warm from the pool.
-    pub pooled: bool,
+    pub(crate) pooled: bool,
+}
+
+/// What every worker's `Dialer` is built from; shared, so `Clone` and `Send`.
+#[derive(Clone)]
+pub(crate) struct DialerSettings {
+    pub(crate) upstream: UpstreamConfig,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) max_message_size: usize,
+    /// Models with a warm pool (empty: no pool), and how many sockets each worker keeps.
+    pub(crate) pool_models: Vec<String>,
+    pub(crate) per_worker: usize,
+    pub(crate) pool_max_idle: Duration,
+    /// Collapses repeated dial-failure warnings across every worker.
+    pub(crate) failures: Arc<Throttle>,
+}
+
+/// Where a dialer reports: metrics, connect times and usage (the registry's).
+pub(crate) struct Reports {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) connect_times: Recipient<ConnectTime>,
+    pub(crate) usage: Recipient<RecordUsage>,
 }
 
 impl Dialer {
     /// Builds the worker's dialer; with a pool, starts filling it and its maintenance tick.
-    pub fn new(
-        config: UpstreamConfig,
-        tls: Arc<rustls::ClientConfig>,
-        max_message_size: usize,
-        metrics: Arc<Metrics>,
-        connect_times: Recipient<ConnectTime>,
-        usage: Recipient<RecordUsage>,
-        pool: Option<Pool>,
-        failures: Arc<Throttle>,
-    ) -> Rc<Dialer> {
+    pub(crate) fn new(settings: &DialerSettings, reports: Reports) -> Rc<Dialer> {
+        let s = settings.clone();
+        let config = s.upstream;
+        let pool = (!s.pool_models.is_empty())
+            .then(|| Pool::new(&s.pool_models, s.per_worker, s.pool_max_idle));
         let connector = awc::Connector::new()
-            .rustls_0_23(tls)
+            .rustls_0_23(s.tls)
             .timeout(config.connect_timeout)
             .handshake_timeout(config.connect_timeout)
             // Every open WebSocket holds a pool slot for its whole life; the registry is the limit.
@@ -88,12 +104,12 @@ impl Dialer {
         let dialer = Rc::new(Dialer {
             client,
             config,
-            max_message_size,
-            metrics,
-            connect_times,
-            usage,
+            max_message_size: s.max_message_size,
+            metrics: reports.metrics,
+            connect_times: reports.connect_times,
+            usage: reports.usage,
             pool,
-            failures,
+            failures: s.failures,
         });
         if let Some(pool) = &dialer.pool {
             let tick =
@@ -114,7 +130,7 @@ impl Dialer {
     /// An upstream for `query`: a warm one from the pool when `model` is pooled and one is
     /// ready, a fresh dial otherwise.
     /// A safety identifier is per client, so such sessions always dial their own socket.
-    pub async fn open(
+    pub(crate) async fn open(
         self: Rc<Self>,
         query: &str,
         model: &str,
@@ -242,7 +258,7 @@ impl Dialer {
     }
 
     /// Opens the upstream WebSocket for `query` (`model=..` and/or `intent=..`).
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         query: &str,
         safety_id: Option<&str>,

@@ -2,9 +2,9 @@
 //! (`dial.rs`, `pool.rs`), the socket after its handshake (`wire.rs`), the `Upstream` actor
 //! (`actor.rs`) and its two pumps (`pump.rs`).
 
-pub mod actor;
-pub mod dial;
-pub mod pool;
-pub mod pump;
-pub mod tls;
-pub mod wire;
+pub(crate) mod actor;
+pub(crate) mod dial;
+pub(crate) mod pool;
+pub(crate) mod pump;
+pub(crate) mod tls;
+pub(crate) mod wire;

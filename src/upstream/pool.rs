@@ -24,16 +24,16 @@ use crate::upstream::wire::Socket;
 const MAX_REPLAY_FRAMES: usize = 16;
 
 /// An open upstream socket and the frames it received while waiting.
-pub struct Warm {
-    pub socket: Socket,
-    pub replay: Vec<Message>,
-    pub opened_at: Instant,
+pub(crate) struct Warm {
+    pub(crate) socket: Socket,
+    pub(crate) replay: Vec<Message>,
+    pub(crate) opened_at: Instant,
 }
 
 impl Warm {
     /// Collects frames that arrived while the socket sat in the pool, without waiting. Returns
     /// false if the upstream closed or broke it meanwhile.
-    pub fn collect_ready(&mut self) -> bool {
+    pub(crate) fn collect_ready(&mut self) -> bool {
         loop {
             match self.socket.next().now_or_never() {
                 None => return true,
@@ -55,7 +55,7 @@ impl Warm {
     }
 
     /// Sends a close frame if the socket takes it right away, then drops the socket.
-    pub fn discard(mut self) {
+    pub(crate) fn discard(mut self) {
         let _ = self
             .socket
             .send(Message::Close(Some(CloseCode::Normal.into())))
@@ -70,14 +70,14 @@ struct Shelf {
 }
 
 /// Per-worker pool state. Decisions only; the dialing is done by the `Dialer` that owns it.
-pub struct Pool {
+pub(crate) struct Pool {
     shelves: RefCell<HashMap<String, Shelf>>,
     per_worker: usize,
     max_idle: Duration,
 }
 
 impl Pool {
-    pub fn new(models: &[String], per_worker: usize, max_idle: Duration) -> Pool {
+    pub(crate) fn new(models: &[String], per_worker: usize, max_idle: Duration) -> Pool {
         Pool {
             shelves: RefCell::new(
                 models
@@ -90,22 +90,22 @@ impl Pool {
         }
     }
 
-    pub fn max_idle(&self) -> Duration {
+    pub(crate) fn max_idle(&self) -> Duration {
         self.max_idle
     }
 
     /// Whether `model` is pooled.
-    pub fn pools(&self, model: &str) -> bool {
+    pub(crate) fn pools(&self, model: &str) -> bool {
         self.shelves.borrow().contains_key(model)
     }
 
-    pub fn models(&self) -> Vec<String> {
+    pub(crate) fn models(&self) -> Vec<String> {
         self.shelves.borrow().keys().cloned().collect()
     }
 
     /// The oldest live warm socket for `model`, if any; dead ones are discarded on the way.
     /// Returns the socket and how many dead ones were dropped.
-    pub fn take(&self, model: &str) -> (Option<Warm>, usize) {
+    pub(crate) fn take(&self, model: &str) -> (Option<Warm>, usize) {
         let mut shelves = self.shelves.borrow_mut();
         let Some(shelf) = shelves.get_mut(model) else {
             return (None, 0);
@@ -122,7 +122,7 @@ impl Pool {
     }
 
     /// How many dials to start for `model` to get back to `per_worker`; counts them as started.
-    pub fn reserve_dials(&self, model: &str) -> usize {
+    pub(crate) fn reserve_dials(&self, model: &str) -> usize {
         let mut shelves = self.shelves.borrow_mut();
         let Some(shelf) = shelves.get_mut(model) else {
             return 0;
@@ -135,7 +135,7 @@ impl Pool {
     }
 
     /// A reserved dial finished: shelve its socket, or just forget the reservation.
-    pub fn dial_done(&self, model: &str, warm: Option<Warm>) -> bool {
+    pub(crate) fn dial_done(&self, model: &str, warm: Option<Warm>) -> bool {
         let mut shelves = self.shelves.borrow_mut();
         let Some(shelf) = shelves.get_mut(model) else {
             return false;
@@ -151,7 +151,7 @@ impl Pool {
     }
 
     /// Removes sockets past `max_idle` (or broken meanwhile); returns how many per model.
-    pub fn expire(&self) -> Vec<(String, usize)> {
+    pub(crate) fn expire(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
         for (model, shelf) in self.shelves.borrow_mut().iter_mut() {
             let before = shelf.warm.len();
@@ -170,11 +170,6 @@ impl Pool {
         }
         out
     }
-
-    /// Warm sockets currently shelved for `model`.
-    pub fn warm(&self, model: &str) -> usize {
-        self.shelves.borrow().get(model).map_or(0, |s| s.warm.len())
-    }
 }
 
 impl Drop for Pool {
@@ -188,7 +183,7 @@ impl Drop for Pool {
 }
 
 /// Sockets each worker keeps per model so that `size` are kept in all.
-pub fn per_worker(size: usize, workers: usize) -> usize {
+pub(crate) fn per_worker(size: usize, workers: usize) -> usize {
     size.div_ceil(workers.max(1))
 }
 

@@ -24,14 +24,14 @@ use crate::{
 };
 
 /// Frames queued for the upstream writer; a full queue makes the client reader wait.
-pub const WRITER_QUEUE: usize = 16;
+pub(crate) const WRITER_QUEUE: usize = 16;
 
 /// The sending half of an open upstream: the session's client reader feeds it.
-pub type ToUpstream = mpsc::Sender<Message>;
+pub(crate) type ToUpstream = mpsc::Sender<Message>;
 
 /// Drains the writer queue into the upstream socket, in order, until a close frame is written or
 /// every sender is gone.
-pub async fn write_upstream(mut rx: mpsc::Receiver<Message>, mut sink: wire::Writer) {
+pub(crate) async fn write_upstream(mut rx: mpsc::Receiver<Message>, mut sink: wire::Writer) {
     while let Some(msg) = rx.recv().await {
         // Encode every frame already waiting, then write once: one write carries them all.
         let mut is_close = matches!(msg, Message::Close(_));
@@ -52,25 +52,25 @@ pub async fn write_upstream(mut rx: mpsc::Receiver<Message>, mut sink: wire::Wri
 }
 
 /// What the upstream reader writes to: the client socket (and the upstream writer, for pongs).
-pub struct ToClient {
-    pub client: actix_ws::Session,
-    pub writer: ToUpstream,
-    pub shared: Rc<Shared>,
-    pub draining: Rc<Cell<bool>>,
-    pub flow: Flow,
-    pub max_message_size: usize,
-    pub session_id: u64,
-    pub log_events: bool,
+pub(crate) struct ToClient {
+    pub(crate) client: actix_ws::Session,
+    pub(crate) writer: ToUpstream,
+    pub(crate) shared: Rc<Shared>,
+    pub(crate) draining: Rc<Cell<bool>>,
+    pub(crate) flow: Flow,
+    pub(crate) max_message_size: usize,
+    pub(crate) session_id: u64,
+    pub(crate) log_events: bool,
     /// Observed once, when the first upstream event is handed to the client.
-    pub first_event: Option<(Instant, prometheus::Histogram)>,
-    pub accounting: Accounting,
+    pub(crate) first_event: Option<(Instant, prometheus::Histogram)>,
+    pub(crate) accounting: Accounting,
 }
 
 /// Where usage read off `response.done` goes.
-pub struct Accounting {
-    pub usage: Recipient<RecordUsage>,
-    pub identity: String,
-    pub model: String,
+pub(crate) struct Accounting {
+    pub(crate) usage: Recipient<RecordUsage>,
+    pub(crate) identity: String,
+    pub(crate) model: String,
 }
 
 impl ToClient {
@@ -122,16 +122,14 @@ impl ToClient {
 }
 
 /// Relays upstream frames to the client until either side ends; returns why.
-pub async fn read_upstream(
+pub(crate) async fn read_upstream(
     replay: Vec<Message>,
     mut stream: wire::Reader,
     mut to: ToClient,
 ) -> CloseReason {
     let mut client = to.client.clone();
-    let writer = to.writer.clone();
     let shared = to.shared.clone();
     let draining = to.draining.clone();
-    let max_message_size = to.max_message_size;
     // Frames a pooled socket received before this session took it (`session.created`).
     for msg in replay {
         let len = match &msg {
@@ -144,59 +142,12 @@ pub async fn read_upstream(
             return CloseReason::ClientGone;
         }
     }
-    // A fragmented message being reassembled: whether it is text, and its bytes so far.
-    let mut partial: Option<(bool, BytesMut)> = None;
+    let mut partial = Partial::default();
     while let Some(frame) = stream.next().await {
-        let (text, data): (bool, Bytes) = match frame {
-            Ok(Frame::Text(b)) => (true, b),
-            Ok(Frame::Binary(b)) => (false, b),
-            Ok(Frame::Continuation(item)) => {
-                use actix_ws::Item;
-                let (first, chunk, last) = match item {
-                    Item::FirstText(b) => (Some(true), b, false),
-                    Item::FirstBinary(b) => (Some(false), b, false),
-                    Item::Continue(b) => (None, b, false),
-                    Item::Last(b) => (None, b, true),
-                };
-                match (first, partial.as_mut()) {
-                    (Some(is_text), None) => partial = Some((is_text, BytesMut::from(&chunk[..]))),
-                    (None, Some((_, buf))) => buf.extend_from_slice(&chunk),
-                    _ => return CloseReason::UpstreamProtocolError,
-                }
-                let size = partial.as_ref().map_or(0, |(_, b)| b.len());
-                if size > max_message_size {
-                    return CloseReason::UpstreamMessageTooLarge {
-                        limit: max_message_size,
-                    };
-                }
-                if !last {
-                    continue;
-                }
-                match partial.take() {
-                    Some((is_text, buf)) => (is_text, buf.freeze()),
-                    None => return CloseReason::UpstreamProtocolError,
-                }
-            }
-            Ok(Frame::Ping(p)) => {
-                // Answer for the relay; if the writer queue is full the upstream is not reading
-                // anyway and a lost pong changes nothing.
-                let _ = writer.try_send(Message::Pong(p));
-                continue;
-            }
-            Ok(Frame::Pong(_)) => continue,
-            Ok(Frame::Close(reason)) => {
-                return CloseReason::UpstreamClosed {
-                    code: reason.as_ref().map(|r| u16::from(r.code)),
-                    reason: reason.and_then(|r| r.description).unwrap_or_default(),
-                }
-            }
-            Err(ProtocolError::Overflow) => {
-                return CloseReason::UpstreamMessageTooLarge {
-                    limit: max_message_size,
-                }
-            }
-            Err(ProtocolError::Io(_)) => return CloseReason::UpstreamGone,
-            Err(_) => return CloseReason::UpstreamProtocolError,
+        let (text, data) = match sort(frame, &mut partial, &to) {
+            Sorted::Data(text, data) => (text, data),
+            Sorted::Skip => continue,
+            Sorted::End(reason) => return reason,
         };
         if draining.get() {
             // Closing: wait for the upstream's close without relaying anything more.
@@ -226,4 +177,87 @@ pub async fn read_upstream(
         }
     }
     CloseReason::UpstreamGone
+}
+
+/// One upstream frame, sorted: a whole message to relay (text or not), nothing to relay (a
+/// control frame, a fragment of a message not yet complete), or the end of the session.
+enum Sorted {
+    Data(bool, Bytes),
+    Skip,
+    End(CloseReason),
+}
+
+/// A fragmented message being reassembled: whether it is text, and its bytes so far.
+#[derive(Default)]
+struct Partial(Option<(bool, BytesMut)>);
+
+#[inline]
+fn sort(frame: Result<Frame, ProtocolError>, partial: &mut Partial, to: &ToClient) -> Sorted {
+    let too_large = || {
+        Sorted::End(CloseReason::UpstreamMessageTooLarge {
+            limit: to.max_message_size,
+        })
+    };
+    match frame {
+        Ok(Frame::Text(b)) => Sorted::Data(true, b),
+        Ok(Frame::Binary(b)) => Sorted::Data(false, b),
+        Ok(Frame::Continuation(item)) => match partial.push(item, to.max_message_size) {
+            Ok(Some((text, data))) => Sorted::Data(text, data),
+            Ok(None) => Sorted::Skip,
+            Err(Fragment::TooLarge) => too_large(),
+            Err(Fragment::OutOfOrder) => Sorted::End(CloseReason::UpstreamProtocolError),
+        },
+        Ok(Frame::Ping(p)) => {
+            // Answer for the relay; if the writer queue is full the upstream is not reading
+            // anyway and a lost pong changes nothing.
+            let _ = to.writer.try_send(Message::Pong(p));
+            Sorted::Skip
+        }
+        Ok(Frame::Pong(_)) => Sorted::Skip,
+        Ok(Frame::Close(reason)) => Sorted::End(CloseReason::UpstreamClosed {
+            code: reason.as_ref().map(|r| u16::from(r.code)),
+            reason: reason.and_then(|r| r.description).unwrap_or_default(),
+        }),
+        Err(ProtocolError::Overflow) => too_large(),
+        Err(ProtocolError::Io(_)) => Sorted::End(CloseReason::UpstreamGone),
+        Err(_) => Sorted::End(CloseReason::UpstreamProtocolError),
+    }
+}
+
+/// Why a fragment was refused.
+enum Fragment {
+    TooLarge,
+    OutOfOrder,
+}
+
+impl Partial {
+    /// Adds one fragment; the whole message once its last fragment is in.
+    fn push(
+        &mut self,
+        item: actix_ws::Item,
+        max_message_size: usize,
+    ) -> Result<Option<(bool, Bytes)>, Fragment> {
+        use actix_ws::Item;
+        let (first, chunk, last) = match item {
+            Item::FirstText(b) => (Some(true), b, false),
+            Item::FirstBinary(b) => (Some(false), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
+        };
+        match (first, self.0.as_mut()) {
+            (Some(is_text), None) => self.0 = Some((is_text, BytesMut::from(&chunk[..]))),
+            (None, Some((_, buf))) => buf.extend_from_slice(&chunk),
+            _ => return Err(Fragment::OutOfOrder),
+        }
+        if self.0.as_ref().map_or(0, |(_, b)| b.len()) > max_message_size {
+            return Err(Fragment::TooLarge);
+        }
+        if !last {
+            return Ok(None);
+        }
+        match self.0.take() {
+            Some((is_text, buf)) => Ok(Some((is_text, buf.freeze()))),
+            None => Err(Fragment::OutOfOrder),
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::{io, path::Path, sync::Arc};
 
 /// The TLS settings for a `wss://` upstream: webpki roots plus `UPSTREAM_CA_FILE`, the ring
 /// provider only, and ALPN pinned to HTTP/1.1 (a WebSocket cannot ride an h2 connection here).
-pub fn tls_config(ca_file: Option<&Path>) -> io::Result<Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> io::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {

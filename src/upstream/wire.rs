@@ -23,15 +23,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHa
 use tokio_util::codec::{Decoder, Encoder};
 
 /// How much room a read gets (at least); a frame larger than that grows the buffer.
-pub const READ_CHUNK: usize = 8 * 1024;
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
 /// A write buffer up to this size is kept for the next batch; a larger one is released.
 const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
 
 /// The upgraded socket, with the bytes the handshake read past the response head in front.
 /// An upstream WebSocket as awc hands it over after the handshake.
-pub type Socket = actix_codec::Framed<BoxedSocket, Codec>;
+pub(crate) type Socket = actix_codec::Framed<BoxedSocket, Codec>;
 
-pub struct Prefixed {
+pub(crate) struct Prefixed {
     prefix: Bytes,
     io: BoxedSocket,
 }
@@ -71,7 +71,7 @@ impl AsyncWrite for Prefixed {
 }
 
 /// Upstream frames, decoded.
-pub struct Reader {
+pub(crate) struct Reader {
     half: ReadHalf<Prefixed>,
     codec: Codec,
     buf: BytesMut,
@@ -112,7 +112,7 @@ impl Stream for Reader {
 }
 
 /// Writes client frames (and pongs, and the close) to the upstream, a batch per write.
-pub struct Writer {
+pub(crate) struct Writer {
     half: WriteHalf<Prefixed>,
     codec: Codec,
     buf: BytesMut,
@@ -120,14 +120,14 @@ pub struct Writer {
 
 impl Writer {
     /// Queues one frame for the next `flush`.
-    pub fn encode(&mut self, msg: Message) -> io::Result<()> {
+    pub(crate) fn encode(&mut self, msg: Message) -> io::Result<()> {
         self.codec
             .encode(msg, &mut self.buf)
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
     /// Writes every queued frame in one go.
-    pub async fn flush(&mut self) -> io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
         self.half.write_all(&self.buf).await?;
         self.half.flush().await?;
         if self.buf.capacity() > KEEP_WRITE_CAPACITY {
@@ -140,7 +140,7 @@ impl Writer {
 }
 
 /// Takes awc's socket apart into a lean reader and writer.
-pub fn split(socket: Socket) -> (Reader, Writer) {
+pub(crate) fn split(socket: Socket) -> (Reader, Writer) {
     let parts = socket.into_parts();
     // A copy, so awc's 8 KiB read buffer is released rather than kept alive by the prefix.
     let io = Prefixed {
