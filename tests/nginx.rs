@@ -1,9 +1,11 @@
-//! The relay behind the real Nginx running `config/nginx.conf` (test ports, a certificate made
-//! here, and two relay instances substituted on its `# test:` lines): `wss://` through TLS
-//! termination, the `realtime` subprotocol, the client's own address, heartbeats against Nginx's
-//! read timeout, and a drained instance while the other keeps serving.
+//! The relay behind the real Nginx running `config/nginx.conf` (test ports, a certificate, and two
+//! relay instances substituted on its `# test:` lines): `wss://` through TLS termination, the
+//! `realtime` subprotocol, the client's own address, heartbeats against Nginx's read timeout, a
+//! drained instance while the other keeps serving, and the pair `config/self-signed-cert.sh`
+//! makes for a first try.
 //!
-//! Needs `nginx` (Debian's package); `bash tests/run.sh` installs it.
+//! Needs `nginx` (Debian's package): without it each test says it is skipped, unless
+//! `RELAY_TESTS_REQUIRE` lists it; `bash tests/run.sh` installs it.
 mod common;
 
 use std::{
@@ -15,41 +17,24 @@ use std::{
 };
 
 use awc::ws::{Frame, Message};
-use common::*;
+use common::{
+    tools::{free_port, output, tool, TempDir},
+    *,
+};
 use fake_upstream::{FakeUpstream, Script};
 use futures_util::{SinkExt, StreamExt};
 use openai_realtime_relay::Relay;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 
 /// The address the test client connects from, so it differs from Nginx's own 127.0.0.1.
 const CLIENT_IP: &str = "127.0.0.2";
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("relay-nginx-{}-{test}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running Nginx, stopped on drop (also when the test panics).
 struct Nginx {
     child: Child,
     port: u16,
     dir: TempDir,
-    cert_der: rustls::pki_types::CertificateDer<'static>,
+    cert_der: CertificateDer<'static>,
 }
 
 impl Drop for Nginx {
@@ -81,29 +66,6 @@ impl Nginx {
     fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
     }
-}
-
-/// The absolute path of `name`, looked for on PATH and in /usr/sbin (Debian's nginx lives there).
-fn program(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not installed: run the tests with `bash tests/run.sh`, which installs \
-                 Debian's nginx and prometheus packages (apt-get install -y nginx prometheus)"
-            )
-        })
-}
-
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// Rewrites every directive line of `conf` that ends in `# test:NAME` with the replacement for NAME (an
@@ -138,17 +100,45 @@ fn rewrite(conf: &str, replacements: &[(&str, String)]) -> String {
     out
 }
 
-/// Starts Nginx with `config/nginx.conf` in front of `relays`, with `proxy_read_timeout`
-/// `read_timeout`, and waits until its TLS port accepts connections.
-async fn start_nginx(test: &str, relays: &[SocketAddr], read_timeout: &str) -> Nginx {
-    let nginx = program("nginx");
-    let dir = TempDir::new(test);
-    let d = dir.0.display().to_string();
+/// Where Nginx finds a certificate chain and its key, and the certificate a client trusts.
+struct CertPair {
+    chain: PathBuf,
+    key: PathBuf,
+    der: CertificateDer<'static>,
+}
 
+/// A fresh self-signed pair for localhost, written to `dir`.
+fn rcgen_pair(dir: &Path) -> CertPair {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
         .expect("self-signed certificate");
-    std::fs::write(dir.0.join("cert.pem"), cert.cert.pem()).expect("write cert");
-    std::fs::write(dir.0.join("key.pem"), cert.key_pair.serialize_pem()).expect("write key");
+    let pair = CertPair {
+        chain: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        der: cert.cert.der().clone(),
+    };
+    std::fs::write(&pair.chain, cert.cert.pem()).expect("write cert");
+    std::fs::write(&pair.key, cert.key_pair.serialize_pem()).expect("write key");
+    pair
+}
+
+/// Starts the Nginx at `bin` with `config/nginx.conf` in front of `relays`, with
+/// `proxy_read_timeout` `read_timeout` and a certificate made here.
+async fn start_nginx(bin: &Path, test: &str, relays: &[SocketAddr], read_timeout: &str) -> Nginx {
+    let dir = TempDir::new(&format!("nginx-{test}"));
+    let pair = rcgen_pair(dir.path());
+    serve(bin, dir, pair, relays, read_timeout).await
+}
+
+/// Starts the Nginx at `bin` with `config/nginx.conf`, its files in `dir`, serving `pair` in front
+/// of `relays`, and waits until its TLS port accepts connections.
+async fn serve(
+    bin: &Path,
+    dir: TempDir,
+    pair: CertPair,
+    relays: &[SocketAddr],
+    read_timeout: &str,
+) -> Nginx {
+    let d = dir.0.display().to_string();
 
     let port = free_port();
     let http_port = free_port();
@@ -179,8 +169,11 @@ async fn start_nginx(test: &str, relays: &[SocketAddr], read_timeout: &str) -> N
             ("listen_http6", String::new()),
             ("listen_tls", format!("listen 127.0.0.1:{port} ssl;")),
             ("listen_tls6", String::new()),
-            ("cert", format!("ssl_certificate {d}/cert.pem;")),
-            ("key", format!("ssl_certificate_key {d}/key.pem;")),
+            ("cert", format!("ssl_certificate {};", pair.chain.display())),
+            (
+                "key",
+                format!("ssl_certificate_key {};", pair.key.display()),
+            ),
             (
                 "read_timeout",
                 format!("proxy_read_timeout {read_timeout};"),
@@ -191,7 +184,7 @@ async fn start_nginx(test: &str, relays: &[SocketAddr], read_timeout: &str) -> N
     std::fs::write(&conf_path, conf).expect("write nginx.conf");
 
     let stderr = std::fs::File::create(dir.0.join("stderr.log")).expect("stderr file");
-    let child = Command::new(nginx)
+    let child = Command::new(bin)
         .arg("-c")
         .arg(&conf_path)
         .arg("-p")
@@ -208,7 +201,7 @@ async fn start_nginx(test: &str, relays: &[SocketAddr], read_timeout: &str) -> N
         child,
         port,
         dir,
-        cert_der: cert.cert.der().clone(),
+        cert_der: pair.der,
     };
 
     let deadline = Instant::now() + T;
@@ -338,8 +331,10 @@ async fn wait_active(relay: &Relay, n: u64) {
 /// Through Nginx's TLS front end the `realtime` subprotocol is selected and messages flow both ways.
 #[actix_web::test]
 async fn wss_through_nginx_keeps_subprotocol_and_messages() {
+    let Some(bin) = tool("nginx") else { return };
     let (fake, a, b) = two_relays(&[]).await;
     let nginx = start_nginx(
+        &bin,
         "flow",
         &[a.local_addr(), b.local_addr()],
         "120s", // as shipped
@@ -366,10 +361,11 @@ async fn wss_through_nginx_keeps_subprotocol_and_messages() {
 /// The relay records the client's address from Nginx's X-Forwarded-For, not Nginx's, and a forged header does not change it.
 #[actix_web::test]
 async fn relay_sees_the_client_address_not_nginx() {
+    let Some(bin) = tool("nginx") else { return };
     // Only Nginx (127.0.0.1) is trusted: the client's 127.0.0.2 is loopback too, and the default
     // 127.0.0.0/8 would make every hop trusted.
     let (fake, a, b) = two_relays(&[("TRUSTED_PROXIES", "127.0.0.1")]).await;
-    let nginx = start_nginx("client-ip", &[a.local_addr(), b.local_addr()], "120s").await;
+    let nginx = start_nginx(&bin, "client-ip", &[a.local_addr(), b.local_addr()], "120s").await;
 
     let (_, mut plain) = connect_tls(&nginx, &[]).await;
     let (_, mut forged) = connect_tls(&nginx, &[("X-Forwarded-For", "203.0.113.9")]).await;
@@ -392,8 +388,9 @@ async fn relay_sees_the_client_address_not_nginx() {
 /// A session idle for longer than Nginx's proxy_read_timeout survives, because the relay's pings cross Nginx.
 #[actix_web::test]
 async fn idle_session_survives_nginx_read_timeout_through_heartbeats() {
+    let Some(bin) = tool("nginx") else { return };
     let (fake, a, b) = two_relays(&[("HEARTBEAT_INTERVAL", "300")]).await;
-    let nginx = start_nginx("heartbeat", &[a.local_addr(), b.local_addr()], "1s").await;
+    let nginx = start_nginx(&bin, "heartbeat", &[a.local_addr(), b.local_addr()], "1s").await;
     let (_, mut ws) = connect_tls(&nginx, &[]).await;
 
     // The idle period is the behaviour under test, not a readiness wait: 2.5 s is well past
@@ -426,8 +423,15 @@ async fn idle_session_survives_nginx_read_timeout_through_heartbeats() {
 /// Without heartbeats within Nginx's proxy_read_timeout, the same idle session is cut (so the test above can fail).
 #[actix_web::test]
 async fn idle_session_without_heartbeats_is_cut_by_nginx() {
+    let Some(bin) = tool("nginx") else { return };
     let (fake, a, b) = two_relays(&[("HEARTBEAT_INTERVAL", "60000")]).await;
-    let nginx = start_nginx("no-heartbeat", &[a.local_addr(), b.local_addr()], "1s").await;
+    let nginx = start_nginx(
+        &bin,
+        "no-heartbeat",
+        &[a.local_addr(), b.local_addr()],
+        "1s",
+    )
+    .await;
     let (_, mut ws) = connect_tls(&nginx, &[]).await;
     let started = Instant::now();
     loop {
@@ -457,8 +461,9 @@ async fn idle_session_without_heartbeats_is_cut_by_nginx() {
 /// Draining one relay closes its clients with 1012 through Nginx; the other instance keeps its sessions and takes new ones.
 #[actix_web::test]
 async fn draining_one_relay_closes_its_clients_and_nginx_uses_the_other() {
+    let Some(bin) = tool("nginx") else { return };
     let (fake, a, b) = two_relays(&[("SHUTDOWN_TIMEOUT", "3000")]).await;
-    let nginx = start_nginx("drain", &[a.local_addr(), b.local_addr()], "120s").await;
+    let nginx = start_nginx(&bin, "drain", &[a.local_addr(), b.local_addr()], "120s").await;
 
     // least_conn with a shared zone: the second session goes to the instance without one.
     let (_, mut first) = connect_tls(&nginx, &[]).await;
@@ -494,5 +499,47 @@ async fn draining_one_relay_closes_its_clients_and_nginx_uses_the_other() {
 
     drop(nginx);
     b.stop().await;
+    fake.stop().await;
+}
+
+/// The pair `config/self-signed-cert.sh` writes is served by Nginx and accepted for localhost by a client that trusts it; a second run leaves it alone.
+#[actix_web::test]
+async fn self_signed_cert_script_makes_a_pair_nginx_serves() {
+    let Some(bin) = tool("nginx") else { return };
+    let Some(_) = tool("openssl") else { return };
+    let dir = TempDir::new("nginx-script");
+    let certs = dir.path().join("certs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/self-signed-cert.sh");
+    let run = || output(Command::new("bash").arg(&script).arg(&certs));
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pair = CertPair {
+        chain: certs.join("fullchain.pem"),
+        key: certs.join("privkey.pem"),
+        der: CertificateDer::from_pem_file(certs.join("fullchain.pem"))
+            .expect("fullchain.pem holds a PEM certificate"),
+    };
+
+    let again = run();
+    assert!(!again.status.success(), "a second run overwrote the pair");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let kept = CertificateDer::from_pem_file(&pair.chain).expect("still a certificate");
+    assert_eq!(kept, pair.der, "the certificate changed");
+
+    let fake = FakeUpstream::start(Script::echo()).await.expect("fake");
+    let relay = start_relay(config(&fake.url(), &[])).await;
+    let nginx = serve(&bin, dir, pair, &[relay.local_addr()], "120s").await;
+    let (protocol, mut ws) = connect_tls(&nginx, &[]).await;
+    assert_eq!(protocol.as_deref(), Some("realtime"));
+    round_trip(&mut ws, "self-signed").await;
+
+    drop(nginx);
+    relay.stop().await;
     fake.stop().await;
 }

@@ -1,96 +1,47 @@
 //! The shipped monitoring files against the real Prometheus tools: `promtool` checks
-//! `config/prometheus.yml` and `config/alerts.yml` and unit-tests every alert, the alerts and the
-//! Grafana dashboard name only metrics the relay exports, and a real `prometheus` running
-//! `config/prometheus.yml` (test values substituted on its `# test:` lines) scrapes a live relay.
+//! `config/prometheus.yml` and `config/alerts.yml` and unit-tests every alert, `amtool` checks
+//! `config/alertmanager.yml`, the alerts and the Grafana dashboard name only metrics the relay
+//! exports, a real `prometheus` running `config/prometheus.yml` (test values substituted on its
+//! `# test:` lines) scrapes a live relay's admin port with its admin token, and a real
+//! Alertmanager running `config/alertmanager.yml` receives that Prometheus's alerts.
 //!
-//! Needs `promtool` and `prometheus` (Debian's prometheus package); `bash tests/run.sh`
-//! installs them.
+//! Needs `promtool` and `prometheus` (Debian's prometheus package) and `amtool` and
+//! `prometheus-alertmanager` (Debian's prometheus-alertmanager): without them each test that runs
+//! one says it is skipped, unless `RELAY_TESTS_REQUIRE` lists it; `bash tests/run.sh` installs
+//! them.
 mod common;
 
 use std::{
     collections::BTreeSet,
+    future::Future,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use awc::ws::Message;
-use common::*;
+use common::{
+    tools::{free_port, output, tool, Killed, TempDir},
+    *,
+};
 use fake_upstream::Script;
 use futures_util::SinkExt;
 
 /// Polling Prometheus takes a few scrape intervals; bounded well above them.
 const PROMETHEUS_WAIT: Duration = Duration::from_secs(30);
+/// The relay's ADMIN_TOKEN in these tests, and what Prometheus's credentials file holds.
+const ADMIN_TOKEN: &str = "admin-token-for-prometheus-4b1d";
+/// Where config/prometheus.yml's `credentials_file` points, from the directory above config/:
+/// the repository's secrets/admin-token (what `config/admin-token.sh` writes).
+const TOKEN_FILE: &str = "secrets/admin-token";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "relay-prometheus-{}-{test}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed on drop (also when the test panics).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The absolute path of `name` on PATH, or a panic that says how to install it.
-fn program(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not installed: run the tests with `bash tests/run.sh`, which installs \
-                 Debian's nginx and prometheus packages (apt-get install -y nginx prometheus)"
-            )
-        })
-}
-
-/// Runs `promtool args..` and returns its output once it exits.
-fn promtool(args: &[&str]) -> Output {
-    let child = Command::new(program("promtool"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    // promtool only reads local files; a hang would be a bug worth seeing, so bound it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(T)
-        .expect("promtool did not finish in time")
-        .expect("promtool output")
+/// Runs the program `bin` with `args` in `dir` and returns its output once it exits.
+fn run(bin: &Path, args: &[&str], dir: &Path) -> Output {
+    output(Command::new(bin).args(args).current_dir(dir))
 }
 
 fn assert_success(what: &str, out: &Output) {
@@ -101,14 +52,6 @@ fn assert_success(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// Rewrites every non-comment line of `text` that ends in `# test:NAME` with the replacement for
@@ -140,6 +83,118 @@ fn rewrite(text: &str, replacements: &[(&str, String)]) -> String {
         );
     }
     out
+}
+
+/// Lays out `dir` as the repository and the compose container do: `config/prometheus.yml`
+/// (`config`), `config/alerts.yml` (`alerts`), and the admin token in `secrets/admin-token`.
+/// Returns the path of prometheus.yml.
+fn lay_out(dir: &Path, config: &str, alerts: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("config")).expect("config dir");
+    std::fs::create_dir_all(dir.join("secrets")).expect("secrets dir");
+    let path = dir.join("config/prometheus.yml");
+    std::fs::write(&path, config).expect("write prometheus.yml");
+    std::fs::write(dir.join("config/alerts.yml"), alerts).expect("write alerts.yml");
+    // As config/admin-token.sh writes it: the token and a newline.
+    std::fs::write(dir.join(TOKEN_FILE), format!("{ADMIN_TOKEN}\n")).expect("write token");
+    path
+}
+
+/// `config/prometheus.yml` for a Prometheus on this machine: 1 s intervals, the relay's admin
+/// listener `target`, and the Alertmanager at `alertmanager`.
+fn test_config(target: &str, alertmanager: &str) -> String {
+    let shipped = std::fs::read_to_string(repo("config/prometheus.yml")).expect("read config");
+    rewrite(
+        &shipped,
+        &[
+            ("scrape_interval", "scrape_interval: 1s".into()),
+            ("evaluation_interval", "evaluation_interval: 1s".into()),
+            ("targets", format!("- targets: [\"{target}\"]")),
+            ("alertmanagers", format!("- targets: [\"{alertmanager}\"]")),
+        ],
+    )
+}
+
+/// Starts the program `bin` with `args` in `dir`, its stderr in `dir/{name}.log`.
+fn spawn(bin: &Path, args: &[String], dir: &Path, name: &str) -> Killed {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+    Killed(
+        Command::new(bin)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display())),
+    )
+}
+
+/// Starts the Prometheus at `bin` on a free port with the config at `config` (data in `dir`);
+/// returns it and its base URL.
+fn start_prometheus(bin: &Path, config: &Path, dir: &Path) -> (Killed, String) {
+    let port = free_port();
+    let child = spawn(
+        bin,
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            // A firing alert is sent again after this (1 m by default); the first send can come
+            // before Prometheus has found its Alertmanager and be dropped.
+            "--rules.alert.resend-delay=1s".into(),
+        ],
+        dir,
+        "prometheus",
+    );
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Polls `check` until it returns `Ok`; panics with `what`, its last `Err` and the log `dir/{name}.log`
+/// after [`PROMETHEUS_WAIT`], or as soon as `child` exits.
+async fn wait_for<V, F, Fut>(
+    what: &str,
+    child: &mut Killed,
+    dir: &Path,
+    name: &str,
+    mut check: F,
+) -> V
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, String>>,
+{
+    let log = || std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let deadline = Instant::now() + PROMETHEUS_WAIT;
+    loop {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!(
+                "{name} exited with {status} while waiting for {what}:\n{}",
+                log()
+            );
+        }
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {PROMETHEUS_WAIT:?}; last: {last}\n{name} log:\n{}",
+            log()
+        );
+        // Polling interval between queries; what ends the loop is the answer.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of the first sample PromQL `q` returns from the Prometheus at `api`, or why not.
+async fn query(api: &str, q: &str) -> Result<f64, String> {
+    let (status, body) = try_get(&format!("{api}/api/v1/query?query={}", encode(q)))
+        .await
+        .ok_or("Prometheus not answering yet")?;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|_| body.clone())?;
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .ok_or(format!("{q}: {status} {body}"))
 }
 
 /// Every `relay_*` and `process_*` metric name in `text` (in PromQL or in a description).
@@ -196,24 +251,64 @@ fn encode(query: &str) -> String {
         .collect()
 }
 
-/// `promtool check config` and `promtool check rules` accept the shipped files (prometheus.yml
-/// finds alerts.yml relative to itself).
+/// `promtool check config` accepts the shipped prometheus.yml laid out as in the repository (alerts.yml beside it, the admin token in secrets/), `promtool check rules` the alerts, and `amtool check-config` the Alertmanager config.
 #[test]
-fn shipped_config_and_rules_pass_promtool() {
-    let out = promtool(&["check", "config", "config/prometheus.yml"]);
+fn shipped_configs_pass_promtool_and_amtool() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let Some(amtool) = tool("amtool") else { return };
+    let dir = TempDir::new("prometheus-check");
+    let read = |p: &str| std::fs::read_to_string(repo(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let config = lay_out(
+        dir.path(),
+        &read("config/prometheus.yml"),
+        &read("config/alerts.yml"),
+    );
+    let out = run(
+        &promtool,
+        &["check", "config", config.to_str().expect("UTF-8 path")],
+        dir.path(),
+    );
     assert_success("promtool check config", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 rule files found"), "{stdout}");
-    let out = promtool(&["check", "rules", "config/alerts.yml"]);
+    // Without the token file the check fails, and says which file it wants.
+    std::fs::remove_file(dir.path().join(TOKEN_FILE)).expect("remove token");
+    let out = run(
+        &promtool,
+        &["check", "config", config.to_str().expect("UTF-8 path")],
+        dir.path(),
+    );
+    assert!(
+        !out.status.success(),
+        "promtool ignored the credentials file"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(TOKEN_FILE),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let root = repo("");
+    let out = run(&promtool, &["check", "rules", "config/alerts.yml"], &root);
     assert_success("promtool check rules", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("4 rules found"), "{stdout}");
+
+    let out = run(&amtool, &["check-config", "config/alertmanager.yml"], &root);
+    assert_success("amtool check-config", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 receivers"), "{stdout}");
 }
 
 /// Each alert fires on its condition for a failing relay, and none fires for a healthy one or for a single failed dial on an idle relay.
 #[test]
 fn alerts_fire_on_their_conditions_and_only_then() {
-    let dir = TempDir::new("rules");
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let dir = TempDir::new("prometheus-rules");
     let alerts = repo("config/alerts.yml");
     // Counters as `start+increment_per_minute x steps`: "bad" admits 1 session/s with half of the
     // dials failing, refuses 1 connection/s and sits at 90 sessions; "good" is the same relay
@@ -281,7 +376,11 @@ fn alerts_fire_on_their_conditions_and_only_then() {
     );
     let path = dir.0.join("alerts_test.yml");
     std::fs::write(&path, &test).expect("write rule test");
-    let out = promtool(&["test", "rules", path.to_str().expect("UTF-8 path")]);
+    let out = run(
+        &promtool,
+        &["test", "rules", path.to_str().expect("UTF-8 path")],
+        dir.path(),
+    );
     assert_success(&format!("promtool test rules\n{test}"), &out);
 }
 
@@ -358,50 +457,36 @@ async fn alerts_and_dashboard_name_only_exported_metrics() {
     h.stop().await;
 }
 
-/// A real Prometheus running config/prometheus.yml scrapes a relay: `up == 1`, a non-zero session counter after one session, and the alert rules loaded.
+/// A real Prometheus running config/prometheus.yml scrapes a relay's admin port (ADMIN_PORT) with the token in its credentials file (ADMIN_TOKEN): `up == 1`, a session counted, the alert rules loaded; with a wrong token its scrape gets 401.
 #[actix_web::test]
-async fn prometheus_scrapes_a_running_relay() {
-    let prometheus = program("prometheus");
-    let h = start(Script::echo(), &[]).await;
-    let dir = TempDir::new("scrape");
-    let shipped = std::fs::read_to_string(repo("config/prometheus.yml")).expect("read config");
-    let config = rewrite(
-        &shipped,
-        &[
-            ("scrape_interval", "scrape_interval: 1s".into()),
-            ("evaluation_interval", "evaluation_interval: 1s".into()),
-            (
-                "targets",
-                format!("- targets: [\"{}\"]", h.relay.local_addr()),
-            ),
-        ],
-    );
-    std::fs::write(dir.0.join("prometheus.yml"), config).expect("write config");
-    // rule_files names alerts.yml relative to the config, as in docker-compose.yml.
-    std::fs::copy(repo("config/alerts.yml"), dir.0.join("alerts.yml")).expect("copy alerts");
+async fn prometheus_scrapes_the_admin_port_with_the_token() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let h = start(
+        Script::echo(),
+        &[("ADMIN_PORT", "0"), ("ADMIN_TOKEN", ADMIN_TOKEN)],
+    )
+    .await;
+    let admin = h
+        .relay
+        .admin_addr()
+        .expect("ADMIN_PORT opens an admin listener");
+    // What Prometheus must get past: the public port has no /metrics, the admin port wants the token.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    assert_eq!(get(&format!("{}/metrics", h.http()), &auth).await.0, 404);
+    assert_eq!(get(&format!("http://{admin}/metrics"), &[]).await.0, 401);
 
-    let port = free_port();
-    let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
-    let mut child = Killed(
-        Command::new(prometheus)
-            .arg(format!(
-                "--config.file={}",
-                dir.0.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.0.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn prometheus"),
+    let dir = TempDir::new("prometheus-scrape");
+    let alerts = std::fs::read_to_string(repo("config/alerts.yml")).expect("read alerts");
+    // No alert fires within this test; the Alertmanager address only has to be valid.
+    let config = lay_out(
+        dir.path(),
+        &test_config(&admin.to_string(), "127.0.0.1:9093"),
+        &alerts,
     );
-    let api = format!("http://127.0.0.1:{port}");
-    let prom_log = || std::fs::read_to_string(dir.0.join("prometheus.log")).unwrap_or_default();
+    let (mut child, api) = start_prometheus(&prometheus, &config, dir.path());
 
     // One session, so the counter has something to show.
     let mut ws = connect(&h, "/realtime").await;
@@ -412,41 +497,27 @@ async fn prometheus_scrapes_a_running_relay() {
         .expect("close timed out")
         .expect("close sent");
 
-    // Poll the query API until both answers are in: readiness, then a few scrapes.
-    let deadline = Instant::now() + PROMETHEUS_WAIT;
-    let query = |q: &str| format!("{api}/api/v1/query?query={}", encode(q));
-    let value = |body: &str| -> Option<f64> {
-        let v: serde_json::Value = serde_json::from_str(body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    };
-    let mut last = String::new();
-    let (mut up, mut opened) = (None, None);
-    while up != Some(1.0) || !opened.is_some_and(|n| n > 0.0) {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("prometheus exited with {status}:\n{}", prom_log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "within {PROMETHEUS_WAIT:?}: up={up:?} relay_sessions_opened_total={opened:?}\n\
-             last answer: {last}\n{}",
-            prom_log()
-        );
-        if let Some((200, body)) = try_get(&query(r#"up{job="openai-realtime-relay"}"#)).await {
-            up = value(&body);
-            last = body;
-        }
-        if let Some((200, body)) = try_get(&query(
-            r#"relay_sessions_opened_total{job="openai-realtime-relay"}"#,
-        ))
-        .await
-        {
-            opened = value(&body);
-            last = body;
-        }
-        // Polling interval between queries; what ends the loop is Prometheus's answer.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(opened, Some(1.0));
+    let api_ref = api.as_str();
+    wait_for(
+        "up == 1 and a session counted",
+        &mut child,
+        dir.path(),
+        "prometheus",
+        || async move {
+            let up = query(api_ref, r#"up{job="openai-realtime-relay"}"#).await?;
+            let opened = query(
+                api_ref,
+                r#"relay_sessions_opened_total{job="openai-realtime-relay"}"#,
+            )
+            .await?;
+            if up == 1.0 && opened == 1.0 {
+                Ok(())
+            } else {
+                Err(format!("up={up} relay_sessions_opened_total={opened}"))
+            }
+        },
+    )
+    .await;
 
     let (status, rules) = try_get(&format!("{api}/api/v1/rules"))
         .await
@@ -461,6 +532,118 @@ async fn prometheus_scrapes_a_running_relay() {
         .sum();
     assert_eq!(loaded, 4, "{rules}");
 
+    // Prometheus re-reads the credentials file on every scrape: a wrong token is refused.
+    std::fs::write(dir.path().join(TOKEN_FILE), "not-the-admin-token\n").expect("write token");
+    let targets = format!("{api}/api/v1/targets");
+    let targets = targets.as_str();
+    let error = wait_for(
+        "a refused scrape",
+        &mut child,
+        dir.path(),
+        "prometheus",
+        || async move {
+            let (_, body) = try_get(targets).await.ok_or("no answer")?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|_| body.clone())?;
+            let target = &v["data"]["activeTargets"][0];
+            match target["lastError"].as_str() {
+                Some(e) if target["health"] == "down" && !e.is_empty() => Ok(e.to_string()),
+                _ => Err(body),
+            }
+        },
+    )
+    .await;
+    assert!(error.contains("401"), "{error}");
+
     drop(child);
     h.stop().await;
+}
+
+/// A real Alertmanager running config/alertmanager.yml receives the alerts of a real Prometheus running config/prometheus.yml (its `alerting:` block) and routes them to the configured receiver.
+#[actix_web::test]
+async fn prometheus_sends_alerts_to_alertmanager() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let Some(alertmanager) = tool("prometheus-alertmanager") else {
+        return;
+    };
+    let dir = TempDir::new("prometheus-alerting");
+
+    let am_port = free_port();
+    let am_api = format!("http://127.0.0.1:{am_port}");
+    let mut am = spawn(
+        &alertmanager,
+        &[
+            format!(
+                "--config.file={}",
+                repo("config/alertmanager.yml").display()
+            ),
+            format!(
+                "--storage.path={}",
+                dir.path().join("alertmanager").display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            // No cluster: it would listen on a fixed port (9094) on every interface.
+            "--cluster.listen-address=".into(),
+        ],
+        dir.path(),
+        "alertmanager",
+    );
+    let ready = format!("{am_api}/-/ready");
+    let ready = ready.as_str();
+    wait_for(
+        "Alertmanager ready",
+        &mut am,
+        dir.path(),
+        "alertmanager",
+        || async move {
+            match try_get(ready).await {
+                Some((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // The shipped rules, plus one that fires at once: the relay's own need minutes of trouble.
+    let mut alerts = std::fs::read_to_string(repo("config/alerts.yml")).expect("read alerts");
+    alerts.push_str(
+        "  - name: test\n    rules:\n      - alert: TestAlwaysFiring\n        expr: vector(1)\n",
+    );
+    // Nothing listens on the scrape target; only the alert matters here.
+    let target = format!("127.0.0.1:{}", free_port());
+    let config = lay_out(
+        dir.path(),
+        &test_config(&target, &format!("127.0.0.1:{am_port}")),
+        &alerts,
+    );
+    let (mut child, _api) = start_prometheus(&prometheus, &config, dir.path());
+
+    let alerts_url = format!("{am_api}/api/v2/alerts");
+    let alerts_url = alerts_url.as_str();
+    let alert = wait_for(
+        "the alert in Alertmanager",
+        &mut child,
+        dir.path(),
+        "prometheus",
+        || async move {
+            let (_, body) = try_get(alerts_url).await.ok_or("no answer")?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|_| body.clone())?;
+            v.as_array()
+                .and_then(|all| {
+                    all.iter()
+                        .find(|a| a["labels"]["alertname"] == "TestAlwaysFiring")
+                        .cloned()
+                })
+                .ok_or(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        alert["receivers"][0]["name"], "relay-operators",
+        "not routed to config/alertmanager.yml's receiver: {alert}"
+    );
+
+    drop(child);
+    drop(am);
 }

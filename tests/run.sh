@@ -1,35 +1,134 @@
 #!/usr/bin/env bash
 # The test suite, as README and .ci/run invoke it: `bash tests/run.sh [cargo test args...]`.
 #
-# tests/nginx.rs and tests/prometheus.rs run the real Nginx, Prometheus and promtool. When one of
-# them is missing and we are root (CI, containers), this installs Debian's packages first; as any
-# other user it says what to install. Then it runs `cargo test --locked` with any extra arguments.
+# tests/nginx.rs and tests/prometheus.rs run the real Nginx (and openssl), Prometheus, promtool
+# and Alertmanager. Under plain `cargo test` a test whose program is missing says on stderr that it
+# is skipped, and passes. This script leaves nothing skipped unsaid:
+#
+# - as root (CI, containers) it installs what is missing from Debian's packages, saying so
+#   first, and then every such test must run (RELAY_TESTS_REQUIRE names all the programs);
+# - as any other user it runs `cargo test` with what is there (RELAY_TESTS_REQUIRE names what
+#   is), then lists the tests it could not run and the one command that installs their programs,
+#   and exits 1.
+#
+# Either way it runs `cargo test --workspace --locked` with the extra arguments.
+#
+# For tests/deploy_files.rs, which checks this script: RELAY_TOOLS_PATH replaces the directories
+# searched for the programs (default: PATH, /usr/sbin, /sbin), and RELAY_RUN_SH_DRY_RUN=1 prints
+# the apt-get and cargo commands instead of running them.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian installs nginx in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin:/sbin"
+tools_path="${RELAY_TOOLS_PATH:-$PATH}"
+# The tests look in the same places (tests/common/tools.rs).
+export RELAY_TOOLS_PATH="$tools_path"
+dry_run="${RELAY_RUN_SH_DRY_RUN:-}"
 
+# Every program a test runs; tests/deploy_files.rs checks that the tests ask for no other.
+tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool)
+
+package_of() {
+    case "$1" in
+    nginx) echo nginx ;;
+    openssl) echo openssl ;;
+    promtool | prometheus) echo prometheus ;;
+    prometheus-alertmanager | amtool) echo prometheus-alertmanager ;;
+    esac
+}
+
+tests_of() {
+    case "$1" in
+    nginx | openssl) echo tests/nginx.rs ;;
+    *) echo tests/prometheus.rs ;;
+    esac
+}
+
+# Whether $1 is an executable file in one of the directories of $tools_path.
+found() {
+    local dir
+    local IFS=:
+    for dir in $tools_path; do
+        if [ -n "$dir" ] && [ -f "$dir/$1" ] && [ -x "$dir/$1" ]; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+run() {
+    if [ -n "$dry_run" ]; then
+        echo "dry run: $*"
+    else
+        "$@"
+    fi
+}
+
+present=()
 missing=()
-for tool in nginx promtool prometheus; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+packages=()
+for tool in "${tools[@]}"; do
+    if found "$tool"; then
+        present+=("$tool")
+    else
+        missing+=("$tool")
+        package="$(package_of "$tool")"
+        case " ${packages[*]} " in
+        *" $package "*) ;;
+        *) packages+=("$package") ;;
+        esac
+    fi
 done
 
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        echo "== installing nginx and prometheus (missing: ${missing[*]})"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update
-        # The package's postinst may start services where an init system runs; the tests start
-        # their own instances on free loopback ports and never use those.
-        apt-get install -y --no-install-recommends nginx prometheus
-    else
-        echo "tests/run.sh: missing ${missing[*]}; run as root to install them, or:" >&2
-        echo "  sudo apt-get update && sudo apt-get install -y nginx prometheus" >&2
-        exit 1
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
+    echo "== installing ${packages[*]} with apt-get (missing: ${missing[*]})"
+    export DEBIAN_FRONTEND=noninteractive
+    run apt-get update
+    # The packages' postinst may start services where an init system runs; the tests start
+    # their own instances on free loopback ports and never use those.
+    run apt-get install -y --no-install-recommends "${packages[@]}"
+    if [ -z "$dry_run" ]; then
+        for tool in "${missing[@]}"; do
+            if ! found "$tool"; then
+                echo "tests/run.sh: apt-get installed ${packages[*]}, but $tool is still not in $tools_path" >&2
+                exit 1
+            fi
+        done
     fi
+    present=("${tools[@]}")
+    missing=()
+elif [ "${#missing[@]}" -gt 0 ]; then
+    echo "== missing ${missing[*]}: the tests that run them will be skipped (listed at the end)"
 fi
 
-echo "== cargo test --locked $*"
-exec cargo test --locked "$@"
+require="$(
+    IFS=,
+    echo "${present[*]}"
+)"
+echo "== RELAY_TESTS_REQUIRE=$require cargo test --workspace --locked${*:+ $*}"
+status=0
+run env "RELAY_TESTS_REQUIRE=$require" cargo test --workspace --locked "$@" || status=$?
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    {
+        echo
+        echo "tests/run.sh: these tests could not run, their programs are not installed:"
+        for file in tests/nginx.rs tests/prometheus.rs; do
+            needs=()
+            for tool in "${missing[@]}"; do
+                if [ "$(tests_of "$tool")" = "$file" ]; then
+                    needs+=("$tool")
+                fi
+            done
+            if [ "${#needs[@]}" -gt 0 ]; then
+                echo "  $file (needs ${needs[*]})"
+            fi
+        done
+        echo "Install them with (or run this script as root, which does):"
+        echo "  sudo apt-get update && sudo apt-get install -y ${packages[*]}"
+    } >&2
+    exit 1
+fi
+exit "$status"

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod tools;
 
 use std::{collections::HashMap, time::Duration};
 
