@@ -1,9 +1,17 @@
-//! The `openai-realtime-relay` binary: load `.env`, read the config, start logging, run the relay.
+//! The `openai-realtime-relay` binary: read the flags, load `.env`, read the config, start
+//! logging, bind, and run the relay until a signal drains it. Everything it runs is in the
+//! library (`ops::healthcheck`, `ops::logfmt`, `ops::signals`, `start`); exit codes: 0 done,
+//! 1 failed, 64 bad flags or configuration.
 
-use std::process::ExitCode;
+#![forbid(unsafe_code)]
+
+use std::{ops::ControlFlow, process::ExitCode};
 
 use fake_upstream::{FakeUpstream, Script};
-use openai_realtime_relay::config::{Config, Env, KeyPolicy, LogFormat};
+use openai_realtime_relay::{
+    config::{Config, Env, KeyPolicy},
+    ops::{healthcheck, logfmt, signals},
+};
 
 const USAGE: &str = "usage: openai-realtime-relay [--demo | --demo-if-no-key]
        openai-realtime-relay healthcheck
@@ -17,28 +25,10 @@ Configuration comes from the environment and a .env file; see .env.example.";
 
 fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    let mut demo = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "healthcheck" => return healthcheck(),
-            "--demo" => demo = true,
-            "--demo-if-no-key" => {
-                demo = std::env::var("OPENAI_API_KEY").map_or(true, |k| k.trim().is_empty())
-            }
-            "--version" | "-V" => {
-                println!("openai-realtime-relay {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("unknown argument {other:?}\n\n{USAGE}");
-                return ExitCode::from(64);
-            }
-        }
-    }
+    let demo = match demo_from_args() {
+        ControlFlow::Continue(demo) => demo,
+        ControlFlow::Break(code) => return code,
+    };
     let policy = if demo {
         KeyPolicy::Demo
     } else {
@@ -51,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    init_logging(config.debug, config.log_format);
+    logfmt::init(config.debug, config.log_format);
     // Bind before anything else starts (the demo upstream, the workers): a port in use is one
     // line that names the address, and nothing else has run.
     let listener = match openai_realtime_relay::listen(&config.host, config.port, "PORT (or HOST)")
@@ -65,13 +55,7 @@ fn main() -> ExitCode {
 
     let result = actix_web::rt::System::new().block_on(async move {
         let _fake = if demo {
-            let fake = FakeUpstream::start(Script::demo()).await?;
-            config.upstream.url = fake.url();
-            log::warn!(
-                "demo mode: no OpenAI key is used; sessions go to the built-in fake Realtime server at {}",
-                config.upstream.url
-            );
-            Some(fake)
+            Some(start_demo_upstream(&mut config).await?)
         } else {
             None
         };
@@ -85,40 +69,7 @@ fn main() -> ExitCode {
             config.upstream.url,
             config.max_connections
         );
-        let mut relay = openai_realtime_relay::start(config, listener).await?;
-        #[cfg(unix)]
-        {
-            let reloader = relay.token_reloader();
-            actix_web::rt::spawn(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                    return;
-                };
-                while hup.recv().await.is_some() {
-                    match reloader.reload() {
-                        Ok(n) => log::info!("SIGHUP: reloaded RELAY_TOKENS_FILE ({n} tokens)"),
-                        Err(e) => log::error!("SIGHUP: tokens not reloaded, keeping the old ones: {e}"),
-                    }
-                }
-            });
-        }
-        tokio::select! {
-            ended = relay.until_stopped() => return ended,
-            _ = shutdown_signal() => {}
-        }
-        log::info!("shutdown signal received; draining (a second signal exits at once)");
-        actix_web::rt::spawn(async {
-            shutdown_signal().await;
-            log::warn!("second shutdown signal: exiting now");
-            std::process::exit(1);
-        });
-        let report = relay.drain().await;
-        log::info!(
-            "stopped: {} session(s) at shutdown, {} cut",
-            report.sessions,
-            report.cut
-        );
-        relay.wait().await
+        signals::serve(openai_realtime_relay::start(config, listener).await?).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,81 +80,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(debug: bool, format: LogFormat) {
-    let default = if debug { "debug" } else { "info" };
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
-    if format == LogFormat::Json {
-        builder.format(|buf, record| {
-            use std::io::Write;
-            let line = openai_realtime_relay::ops::logfmt::json_line(
-                &buf.timestamp_millis().to_string(),
-                record.level().as_str(),
-                record.target(),
-                &record.args().to_string(),
-            );
-            writeln!(buf, "{line}")
-        });
-    }
-    builder.init();
-}
-
-/// `healthcheck`: GET /health on this host's relay; for container health checks without curl.
-fn healthcheck() -> ExitCode {
-    use std::io::{Read, Write};
-    use std::time::Duration;
-    let _ = dotenvy::dotenv();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(8080);
-    let host = match std::env::var("HOST").ok().as_deref().map(str::trim) {
-        None | Some("") | Some("0.0.0.0") => "127.0.0.1".to_string(),
-        Some("::") => "::1".to_string(),
-        Some(h) => h.to_string(),
-    };
-    let check = || -> std::io::Result<bool> {
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
-    };
-    match check() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("healthcheck: /health on {host}:{port} did not answer 200");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("healthcheck: {host}:{port}: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+/// Whether to run in demo mode, from the arguments in order; `Break` with the exit code when an
+/// argument is the whole job (`healthcheck`, `--version`, `--help`) or is unknown.
+fn demo_from_args() -> ControlFlow<ExitCode, bool> {
+    let mut demo = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "healthcheck" => return ControlFlow::Break(healthcheck::run()),
+            "--demo" => demo = true,
+            "--demo-if-no-key" => {
+                demo = std::env::var("OPENAI_API_KEY").map_or(true, |k| k.trim().is_empty())
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            "--version" | "-V" => {
+                println!("openai-realtime-relay {}", env!("CARGO_PKG_VERSION"));
+                return ControlFlow::Break(ExitCode::SUCCESS);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ControlFlow::Break(ExitCode::SUCCESS);
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n\n{USAGE}");
+                return ControlFlow::Break(ExitCode::from(64));
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    ControlFlow::Continue(demo)
+}
+
+/// Starts the built-in fake Realtime server on loopback and points the relay at it.
+async fn start_demo_upstream(config: &mut Config) -> std::io::Result<FakeUpstream> {
+    let fake = FakeUpstream::start(Script::demo()).await?;
+    config.upstream.url = fake.url();
+    log::warn!(
+        "demo mode: no OpenAI key is used; sessions go to the built-in fake Realtime server at {}",
+        config.upstream.url
+    );
+    Ok(fake)
 }

@@ -1,79 +1,22 @@
-//! Every metric the relay exports, named once. The registry is not global, so two relays can run
-//! in one test process. Hot-path counters are resolved to label-free handles up front: relaying a
-//! frame costs two relaxed atomic adds.
+//! Every metric the relay exports, named once: each is a `Def` constant below (name, help,
+//! labels, buckets), and the only way to turn a `Def` into a metric also registers it, so a
+//! metric cannot be defined and silently go unexported (an unused `Def` is a compiler warning).
+//! The registry is not global, so two relays can run in one test process. `start` builds one
+//! `Metrics` for the relay; the HTTP face renders it, the registry, sessions and upstreams count
+//! into it. Hot-path counters are resolved to label-free handles up front: relaying a frame costs
+//! two relaxed atomic adds.
+
+use std::marker::PhantomData;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    core::Collector, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::close::CloseReason;
-
-/// Direction of a relayed message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    ClientToUpstream,
-    UpstreamToClient,
-}
-
-impl Direction {
-    pub fn label(self) -> &'static str {
-        match self {
-            Direction::ClientToUpstream => "client_to_upstream",
-            Direction::UpstreamToClient => "upstream_to_client",
-        }
-    }
-}
-
-/// Counters for one direction, cheap to clone into a pump.
-#[derive(Clone)]
-pub struct Flow {
-    pub messages: IntCounter,
-    pub bytes: IntCounter,
-}
-
-impl Flow {
-    #[inline]
-    pub fn record(&self, bytes: usize) {
-        self.messages.inc();
-        self.bytes.inc_by(bytes as u64);
-    }
-}
-
-pub struct Metrics {
-    registry: Registry,
-    pub sessions_active: IntGauge,
-    pub sessions_max: IntGauge,
-    pub sessions_opened: IntCounter,
-    pub sessions_closed: IntCounterVec,
-    pub sessions_rejected: IntCounterVec,
-    pub upstream_connect_seconds: Histogram,
-    pub upstream_connect_failures: IntCounterVec,
-    pub client_to_upstream: Flow,
-    pub upstream_to_client: Flow,
-    pub upstream_pool_warm: IntGaugeVec,
-    pub upstream_pool_hits: IntCounterVec,
-    pub upstream_pool_misses: IntCounterVec,
-    pub upstream_pool_expired: IntCounterVec,
-    pub upstream_pool_age_seconds: Histogram,
-    pub session_duration_seconds: Histogram,
-    pub first_upstream_event_seconds: Histogram,
-    pub tokens: IntCounterVec,
-    /// The closed set of `model` label values; anything else is counted as `other`.
-    known_models: Vec<String>,
-}
-
-/// Realtime models named in token metrics even when not configured.
-pub const BUILTIN_MODELS: [&str; 5] = [
-    "gpt-realtime",
-    "gpt-realtime-mini",
-    "gpt-realtime-2",
-    "gpt-4o-realtime-preview",
-    "gpt-4o-mini-realtime-preview",
-];
+use crate::{close::CloseReason, protection::usage::Usage};
 
 /// Reasons a session is refused at admission.
-pub const REJECT_LABELS: [&str; 9] = [
+pub(crate) const REJECT_LABELS: [&str; 9] = [
     "capacity_exceeded",
     "invalid_request",
     "origin_not_allowed",
@@ -85,253 +28,245 @@ pub const REJECT_LABELS: [&str; 9] = [
     "budget_exceeded",
 ];
 /// Reasons an upstream dial fails.
-pub const CONNECT_FAILURE_LABELS: [&str; 5] = [
+pub(crate) const CONNECT_FAILURE_LABELS: [&str; 5] = [
     "upstream_unavailable",
     "upstream_timeout",
     "upstream_auth_failed",
     "upstream_rate_limited",
     "upstream_rejected",
 ];
+/// Realtime models named in token metrics even when not configured.
+const BUILTIN_MODELS: [&str; 5] = [
+    "gpt-realtime",
+    "gpt-realtime-mini",
+    "gpt-realtime-2",
+    "gpt-4o-realtime-preview",
+    "gpt-4o-mini-realtime-preview",
+];
+
+const SESSIONS_ACTIVE: Def<IntGauge> = Def::gauge(
+    "relay_sessions_active",
+    "Client sessions currently admitted.",
+);
+const SESSIONS_MAX: Def<IntGauge> = Def::gauge(
+    "relay_sessions_max",
+    "MAX_CONNECTIONS: the most sessions this relay admits at once.",
+);
+const SESSIONS_OPENED: Def<IntCounter> = Def::counter(
+    "relay_sessions_opened_total",
+    "Client sessions admitted since start.",
+);
+const SESSIONS_CLOSED: Def<IntCounterVec> = Def::counters(
+    "relay_sessions_closed_total",
+    "Admitted sessions that ended, by reason.",
+    &["reason"],
+);
+const SESSIONS_REJECTED: Def<IntCounterVec> = Def::counters(
+    "relay_sessions_rejected_total",
+    "Client connections refused before any upstream dial, by reason.",
+    &["reason"],
+);
+const UPSTREAM_CONNECT_SECONDS: Def<Histogram> = Def::histogram(
+    "relay_upstream_connect_seconds",
+    "Time to dial, TLS-handshake and upgrade the upstream WebSocket.",
+    &[
+        0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+    ],
+);
+const UPSTREAM_CONNECT_FAILURES: Def<IntCounterVec> = Def::counters(
+    "relay_upstream_connect_failures_total",
+    "Upstream dials that failed, by reason.",
+    &["reason"],
+);
+const MESSAGES: Def<IntCounterVec> = Def::counters(
+    "relay_messages_total",
+    "WebSocket data messages relayed, by direction.",
+    &["direction"],
+);
+const BYTES: Def<IntCounterVec> = Def::counters(
+    "relay_bytes_total",
+    "Payload bytes of relayed data messages, by direction.",
+    &["direction"],
+);
+const UPSTREAM_POOL_WARM: Def<IntGaugeVec> = Def::gauges(
+    "relay_upstream_pool_warm",
+    "Warm upstream sockets waiting in the pool, by model.",
+    &["model"],
+);
+const UPSTREAM_POOL_HITS: Def<IntCounterVec> = Def::counters(
+    "relay_upstream_pool_hits_total",
+    "Sessions that got a warm upstream socket from the pool.",
+    &["model"],
+);
+const UPSTREAM_POOL_MISSES: Def<IntCounterVec> = Def::counters(
+    "relay_upstream_pool_misses_total",
+    "Sessions for a pooled model that found the pool empty and dialed.",
+    &["model"],
+);
+const UPSTREAM_POOL_EXPIRED: Def<IntCounterVec> = Def::counters(
+    "relay_upstream_pool_expired_total",
+    "Warm sockets closed unused (past UPSTREAM_POOL_MAX_IDLE, or closed by the upstream).",
+    &["model"],
+);
+const UPSTREAM_POOL_AGE_SECONDS: Def<Histogram> = Def::histogram(
+    "relay_upstream_pool_age_seconds",
+    "Age of warm sockets when a session took them.",
+    &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
+);
+const SESSION_DURATION_SECONDS: Def<Histogram> = Def::histogram(
+    "relay_session_duration_seconds",
+    "Length of admitted sessions, from admission to release.",
+    &[
+        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+    ],
+);
+const FIRST_UPSTREAM_EVENT_SECONDS: Def<Histogram> = Def::histogram(
+    "relay_first_upstream_event_seconds",
+    "Time from admission to the first upstream event reaching the client.",
+    &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+    ],
+);
+const TOKENS: Def<IntCounterVec> = Def::counters(
+    "relay_tokens_total",
+    "Tokens the upstream reported used (response.done, transcription), by model and kind.",
+    &["model", "kind"],
+);
+
+/// Counters for one direction, cheap to clone into a pump.
+#[derive(Clone)]
+pub struct Flow {
+    pub(crate) messages: IntCounter,
+    pub(crate) bytes: IntCounter,
+}
+
+impl Flow {
+    /// The `direction` series of the messages and bytes counters.
+    fn resolve(messages: &IntCounterVec, bytes: &IntCounterVec, direction: &str) -> Flow {
+        Flow {
+            messages: messages.with_label_values(&[direction]),
+            bytes: bytes.with_label_values(&[direction]),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, bytes: usize) {
+        self.messages.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+/// The relay's metrics, built once by `start` and shared (`Arc`) by every worker and actor.
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) sessions_active: IntGauge,
+    pub(crate) sessions_max: IntGauge,
+    pub(crate) sessions_opened: IntCounter,
+    pub(crate) sessions_closed: IntCounterVec,
+    pub(crate) sessions_rejected: IntCounterVec,
+    pub(crate) upstream_connect_seconds: Histogram,
+    pub(crate) upstream_connect_failures: IntCounterVec,
+    pub(crate) client_to_upstream: Flow,
+    pub(crate) upstream_to_client: Flow,
+    pub(crate) upstream_pool_warm: IntGaugeVec,
+    pub(crate) upstream_pool_hits: IntCounterVec,
+    pub(crate) upstream_pool_misses: IntCounterVec,
+    pub(crate) upstream_pool_expired: IntCounterVec,
+    pub(crate) upstream_pool_age_seconds: Histogram,
+    pub(crate) session_duration_seconds: Histogram,
+    pub(crate) first_upstream_event_seconds: Histogram,
+    pub(crate) tokens: IntCounterVec,
+    /// The closed set of `model` label values; anything else is counted as `other`.
+    known_models: Vec<String>,
+}
 
 impl Metrics {
     /// `pool_models` label the pool metrics; `models` (configured ones: default, pooled, allowed)
     /// join `BUILTIN_MODELS` as the closed set of the token metric's `model` label.
-    pub fn new(pool_models: &[String], models: &[String]) -> Metrics {
+    pub(crate) fn new(pool_models: &[String], models: &[String]) -> Metrics {
         let mut known_models: Vec<String> = BUILTIN_MODELS.iter().map(|m| m.to_string()).collect();
         for m in models.iter().chain(pool_models) {
             if !known_models.contains(m) {
                 known_models.push(m.clone());
             }
         }
-        let tokens = IntCounterVec::new(
-            Opts::new(
-                "relay_tokens_total",
-                "Tokens the upstream reported used (response.done, transcription), by model and kind.",
-            ),
-            &["model", "kind"],
-        )
-        .expect("valid metric");
-        let registry = Registry::new();
-        let sessions_active = IntGauge::new(
-            "relay_sessions_active",
-            "Client sessions currently admitted.",
-        )
-        .expect("valid metric");
-        let sessions_max = IntGauge::new(
-            "relay_sessions_max",
-            "MAX_CONNECTIONS: the most sessions this relay admits at once.",
-        )
-        .expect("valid metric");
-        let sessions_opened = IntCounter::new(
-            "relay_sessions_opened_total",
-            "Client sessions admitted since start.",
-        )
-        .expect("valid metric");
-        let sessions_closed = IntCounterVec::new(
-            Opts::new(
-                "relay_sessions_closed_total",
-                "Admitted sessions that ended, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let sessions_rejected = IntCounterVec::new(
-            Opts::new(
-                "relay_sessions_rejected_total",
-                "Client connections refused before any upstream dial, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let upstream_connect_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "relay_upstream_connect_seconds",
-                "Time to dial, TLS-handshake and upgrade the upstream WebSocket.",
-            )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
-            ]),
-        )
-        .expect("valid metric");
-        let upstream_connect_failures = IntCounterVec::new(
-            Opts::new(
-                "relay_upstream_connect_failures_total",
-                "Upstream dials that failed, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let messages = IntCounterVec::new(
-            Opts::new(
-                "relay_messages_total",
-                "WebSocket data messages relayed, by direction.",
-            ),
-            &["direction"],
-        )
-        .expect("valid metric");
-        let bytes = IntCounterVec::new(
-            Opts::new(
-                "relay_bytes_total",
-                "Payload bytes of relayed data messages, by direction.",
-            ),
-            &["direction"],
-        )
-        .expect("valid metric");
-
-        let upstream_pool_warm = IntGaugeVec::new(
-            Opts::new(
-                "relay_upstream_pool_warm",
-                "Warm upstream sockets waiting in the pool, by model.",
-            ),
-            &["model"],
-        )
-        .expect("valid metric");
-        let pool_counter = |name: &str, help: &str| {
-            IntCounterVec::new(Opts::new(name, help), &["model"]).expect("valid metric")
+        let r = Registrar(Registry::new());
+        // Resident memory, open fds, CPU seconds and friends, read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        r.register(prometheus::process_collector::ProcessCollector::for_self());
+        let messages = r.add(&MESSAGES);
+        let bytes = r.add(&BYTES);
+        let metrics = Metrics {
+            sessions_active: r.add(&SESSIONS_ACTIVE),
+            sessions_max: r.add(&SESSIONS_MAX),
+            sessions_opened: r.add(&SESSIONS_OPENED),
+            sessions_closed: r.add(&SESSIONS_CLOSED),
+            sessions_rejected: r.add(&SESSIONS_REJECTED),
+            upstream_connect_seconds: r.add(&UPSTREAM_CONNECT_SECONDS),
+            upstream_connect_failures: r.add(&UPSTREAM_CONNECT_FAILURES),
+            client_to_upstream: Flow::resolve(&messages, &bytes, "client_to_upstream"),
+            upstream_to_client: Flow::resolve(&messages, &bytes, "upstream_to_client"),
+            upstream_pool_warm: r.add(&UPSTREAM_POOL_WARM),
+            upstream_pool_hits: r.add(&UPSTREAM_POOL_HITS),
+            upstream_pool_misses: r.add(&UPSTREAM_POOL_MISSES),
+            upstream_pool_expired: r.add(&UPSTREAM_POOL_EXPIRED),
+            upstream_pool_age_seconds: r.add(&UPSTREAM_POOL_AGE_SECONDS),
+            session_duration_seconds: r.add(&SESSION_DURATION_SECONDS),
+            first_upstream_event_seconds: r.add(&FIRST_UPSTREAM_EVENT_SECONDS),
+            tokens: r.add(&TOKENS),
+            known_models,
+            registry: r.0,
         };
-        let upstream_pool_hits = pool_counter(
-            "relay_upstream_pool_hits_total",
-            "Sessions that got a warm upstream socket from the pool.",
-        );
-        let upstream_pool_misses = pool_counter(
-            "relay_upstream_pool_misses_total",
-            "Sessions for a pooled model that found the pool empty and dialed.",
-        );
-        let upstream_pool_expired = pool_counter(
-            "relay_upstream_pool_expired_total",
-            "Warm sockets closed unused (past UPSTREAM_POOL_MAX_IDLE, or closed by the upstream).",
-        );
-        let upstream_pool_age_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "relay_upstream_pool_age_seconds",
-                "Age of warm sockets when a session took them.",
-            )
-            .buckets(vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
-        )
-        .expect("valid metric");
-        for model in known_models.iter().map(String::as_str).chain(["other"]) {
-            for kind in crate::protection::usage::Usage::default()
-                .by_kind()
-                .map(|(k, _)| k)
-            {
-                tokens.with_label_values(&[model, kind]);
-            }
-        }
-        for model in pool_models {
-            upstream_pool_warm.with_label_values(&[model]);
-            upstream_pool_hits.with_label_values(&[model]);
-            upstream_pool_misses.with_label_values(&[model]);
-            upstream_pool_expired.with_label_values(&[model]);
-        }
+        metrics.preset_series(pool_models);
+        metrics
+    }
 
-        let session_duration_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "relay_session_duration_seconds",
-                "Length of admitted sessions, from admission to release.",
-            )
-            .buckets(vec![
-                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
-            ]),
-        )
-        .expect("valid metric");
-        let first_upstream_event_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "relay_first_upstream_event_seconds",
-                "Time from admission to the first upstream event reaching the client.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
-            ]),
-        )
-        .expect("valid metric");
-
+    /// Creates every series of the closed label sets at 0, so dashboards and alerts see them
+    /// before the first event.
+    fn preset_series(&self, pool_models: &[String]) {
         for label in CloseReason::LABELS {
             if !CloseReason::REFUSAL_ONLY_LABELS.contains(&label) {
-                sessions_closed.with_label_values(&[label]);
+                self.sessions_closed.with_label_values(&[label]);
             }
         }
         for label in REJECT_LABELS {
-            sessions_rejected.with_label_values(&[label]);
+            self.sessions_rejected.with_label_values(&[label]);
         }
         for label in CONNECT_FAILURE_LABELS {
-            upstream_connect_failures.with_label_values(&[label]);
+            self.upstream_connect_failures.with_label_values(&[label]);
         }
-        // Resident memory, open fds, CPU seconds and friends, read from /proc at each scrape.
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process metrics register once");
-        let flow = |d: Direction| Flow {
-            messages: messages.with_label_values(&[d.label()]),
-            bytes: bytes.with_label_values(&[d.label()]),
-        };
-        let client_to_upstream = flow(Direction::ClientToUpstream);
-        let upstream_to_client = flow(Direction::UpstreamToClient);
-
-        for c in [
-            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(sessions_max.clone()),
-            Box::new(sessions_opened.clone()),
-            Box::new(sessions_closed.clone()),
-            Box::new(sessions_rejected.clone()),
-            Box::new(upstream_connect_seconds.clone()),
-            Box::new(upstream_connect_failures.clone()),
-            Box::new(messages),
-            Box::new(bytes),
-            Box::new(upstream_pool_warm.clone()),
-            Box::new(upstream_pool_hits.clone()),
-            Box::new(upstream_pool_misses.clone()),
-            Box::new(upstream_pool_expired.clone()),
-            Box::new(upstream_pool_age_seconds.clone()),
-            Box::new(session_duration_seconds.clone()),
-            Box::new(first_upstream_event_seconds.clone()),
-            Box::new(tokens.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
+        for model in self
+            .known_models
+            .iter()
+            .map(String::as_str)
+            .chain(["other"])
+        {
+            for (kind, _) in Usage::default().by_kind() {
+                self.tokens.with_label_values(&[model, kind]);
+            }
         }
-
-        Metrics {
-            registry,
-            sessions_active,
-            sessions_max,
-            sessions_opened,
-            sessions_closed,
-            sessions_rejected,
-            upstream_connect_seconds,
-            upstream_connect_failures,
-            client_to_upstream,
-            upstream_to_client,
-            upstream_pool_warm,
-            upstream_pool_hits,
-            upstream_pool_misses,
-            upstream_pool_expired,
-            upstream_pool_age_seconds,
-            session_duration_seconds,
-            first_upstream_event_seconds,
-            tokens,
-            known_models,
+        for model in pool_models {
+            self.upstream_pool_warm.with_label_values(&[model]);
+            for counter in [
+                &self.upstream_pool_hits,
+                &self.upstream_pool_misses,
+                &self.upstream_pool_expired,
+            ] {
+                counter.with_label_values(&[model]);
+            }
         }
     }
 
     /// The token metric's `model` label for `model`: itself if known, else `other`.
-    pub fn model_label<'a>(&'a self, model: &str) -> &'a str {
+    pub(crate) fn model_label<'a>(&'a self, model: &str) -> &'a str {
         self.known_models
             .iter()
             .find(|m| *m == model)
             .map_or("other", String::as_str)
     }
 
-    pub fn flow(&self, d: Direction) -> &Flow {
-        match d {
-            Direction::ClientToUpstream => &self.client_to_upstream,
-            Direction::UpstreamToClient => &self.upstream_to_client,
-        }
-    }
-
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
@@ -341,7 +276,10 @@ impl Metrics {
     }
 
     /// `(label, count)` for every label of a counter vector, in label order.
-    pub fn by_label(vec: &IntCounterVec, labels: &[&'static str]) -> Vec<(&'static str, u64)> {
+    pub(crate) fn by_label(
+        vec: &IntCounterVec,
+        labels: &[&'static str],
+    ) -> Vec<(&'static str, u64)> {
         labels
             .iter()
             .map(|l| (*l, vec.with_label_values(&[l]).get()))
@@ -352,5 +290,138 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new(&[], &[])
+    }
+}
+
+/// What Prometheus shows about one metric. `M` is the metric's type: each constructor below
+/// makes the definition of one type, with the fields that type needs.
+struct Def<M> {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    buckets: &'static [f64],
+    metric: PhantomData<fn() -> M>,
+}
+
+impl<M> Def<M> {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        buckets: &'static [f64],
+    ) -> Def<M> {
+        Def {
+            name,
+            help,
+            labels,
+            buckets,
+            metric: PhantomData,
+        }
+    }
+}
+
+impl Def<IntGauge> {
+    const fn gauge(name: &'static str, help: &'static str) -> Self {
+        Def::new(name, help, &[], &[])
+    }
+}
+
+impl Def<IntCounter> {
+    const fn counter(name: &'static str, help: &'static str) -> Self {
+        Def::new(name, help, &[], &[])
+    }
+}
+
+impl Def<IntGaugeVec> {
+    const fn gauges(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Def::new(name, help, labels, &[])
+    }
+}
+
+impl Def<IntCounterVec> {
+    const fn counters(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Def::new(name, help, labels, &[])
+    }
+}
+
+impl Def<Histogram> {
+    const fn histogram(name: &'static str, help: &'static str, buckets: &'static [f64]) -> Self {
+        Def::new(name, help, &[], buckets)
+    }
+}
+
+/// A metric type that a `Def` of it can make.
+trait Make: Collector + Clone + Sized + 'static {
+    fn make(def: &Def<Self>) -> prometheus::Result<Self>;
+}
+
+impl Make for IntGauge {
+    fn make(def: &Def<Self>) -> prometheus::Result<Self> {
+        IntGauge::new(def.name, def.help)
+    }
+}
+
+impl Make for IntCounter {
+    fn make(def: &Def<Self>) -> prometheus::Result<Self> {
+        IntCounter::new(def.name, def.help)
+    }
+}
+
+impl Make for IntGaugeVec {
+    fn make(def: &Def<Self>) -> prometheus::Result<Self> {
+        IntGaugeVec::new(Opts::new(def.name, def.help), def.labels)
+    }
+}
+
+impl Make for IntCounterVec {
+    fn make(def: &Def<Self>) -> prometheus::Result<Self> {
+        IntCounterVec::new(Opts::new(def.name, def.help), def.labels)
+    }
+}
+
+impl Make for Histogram {
+    fn make(def: &Def<Self>) -> prometheus::Result<Self> {
+        Histogram::with_opts(HistogramOpts::new(def.name, def.help).buckets(def.buckets.to_vec()))
+    }
+}
+
+/// The registry while `Metrics::new` fills it; `add` is the only place a `Def` becomes a metric.
+struct Registrar(Registry);
+
+impl Registrar {
+    /// The metric `def` defines, registered.
+    fn add<M: Make>(&self, def: &Def<M>) -> M {
+        // The definitions are constants: a bad one fails every start and every test.
+        let metric = M::make(def).expect("metric definitions are valid constants");
+        self.register(metric.clone());
+        metric
+    }
+
+    fn register(&self, collector: impl Collector + 'static) {
+        self.0
+            .register(Box::new(collector))
+            .expect("metric names are unique constants");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unknown models are counted as `other`, configured and built-in ones as themselves.
+    #[test]
+    fn model_label_is_a_closed_set() {
+        let m = Metrics::new(&[], &["my-model".into()]);
+        assert_eq!(m.model_label("my-model"), "my-model");
+        assert_eq!(m.model_label("gpt-realtime"), "gpt-realtime");
+        assert_eq!(m.model_label("someone-elses"), "other");
     }
 }

@@ -1,7 +1,7 @@
 //! Log lines that may repeat many times a second (an upstream that is down fails every dial)
 //! collapsed to one line per key and window, with a count of what was held back. Pure logic: the
 //! caller passes the clock, and keys come from closed sets (close reason labels), so the map
-//! stays small.
+//! stays small. One `Throttle` lives as long as the relay; every worker's dialer shares it.
 
 use std::{
     collections::HashMap,
@@ -10,8 +10,9 @@ use std::{
 };
 
 /// How often a repeating line is written at most, per key.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
+/// When each key was last written, and how many were held back since.
 pub struct Throttle {
     window: Duration,
     slots: Mutex<HashMap<&'static str, Slot>>,
@@ -23,7 +24,7 @@ struct Slot {
 }
 
 impl Throttle {
-    pub fn new(window: Duration) -> Throttle {
+    pub(crate) fn new(window: Duration) -> Throttle {
         Throttle {
             window,
             slots: Mutex::new(HashMap::new()),
@@ -32,7 +33,7 @@ impl Throttle {
 
     /// `Some(n)`: write the line now, and say that `n` like it were held back since the last
     /// one. `None`: hold this one back.
-    pub fn check(&self, key: &'static str, now: Instant) -> Option<u64> {
+    pub(crate) fn check(&self, key: &'static str, now: Instant) -> Option<u64> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         match slots.get_mut(key) {
             Some(slot) if now.saturating_duration_since(slot.logged_at) < self.window => {
@@ -59,7 +60,7 @@ impl Throttle {
 }
 
 /// `" (N more like it since the last report)"`, or nothing when none were held back.
-pub fn held_back_note(n: u64) -> String {
+pub(crate) fn held_back_note(n: u64) -> String {
     if n == 0 {
         String::new()
     } else {
