@@ -355,9 +355,9 @@ impl Handler<RecordUsage> for Registry {
             return;
         };
         log::warn!(
-            "budget: the {} daily token budget is spent (identity={}); ending affected sessions after their response",
-            budget_words(budget),
-            msg.identity
+            identity = msg.identity.as_str();
+            "budget: the {} daily token budget is spent; ending affected sessions after their response",
+            budget_words(budget)
         );
         for e in self.sessions.values() {
             if budget == Budget::Global || e.identity == msg.identity {

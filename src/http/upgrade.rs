@@ -105,9 +105,9 @@ pub(crate) async fn realtime(
         }
         Err(reason) => {
             log::warn!(
-                "session refused client={} reason={}",
-                ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
-                reason.label()
+                client = ip.map_or_else(|| "-".into(), |ip| ip.to_string()).as_str(),
+                reason = reason.label();
+                "session refused"
             );
             state.count_rejection(reason.label());
             say_goodbye(client, &reason, "relay_evt_refused");
@@ -153,9 +153,10 @@ fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResp
         return None;
     }
     log::warn!(
-        "upgrade refused client={} reason=origin_not_allowed origin={:?}",
-        client_ip(state, req).map_or_else(|| "-".into(), |ip| ip.to_string()),
-        origin.unwrap_or("(none)")
+        client = client_ip(state, req).map_or_else(|| "-".into(), |ip| ip.to_string()).as_str(),
+        reason = "origin_not_allowed",
+        origin:? = origin.unwrap_or("(none)");
+        "upgrade refused"
     );
     state.count_rejection("origin_not_allowed");
     Some(json_error(

@@ -123,6 +123,12 @@ impl Session {
         }
     }
 
+    /// The client's address for log lines, `-` when unknown.
+    fn client_label(&self) -> String {
+        self.client_ip
+            .map_or_else(|| "-".into(), |ip| ip.to_string())
+    }
+
     fn label(&self) -> String {
         self.id.map_or_else(|| "-".to_string(), |id| id.to_string())
     }
@@ -141,11 +147,11 @@ impl Session {
         let log_events = log::log_enabled!(target: EVENTS_TARGET, log::Level::Debug);
         log::info!(
             target: LOG_TARGET,
-            "session={id} opened client={} identity={} model={}",
-            self.client_ip
-                .map_or_else(|| "-".into(), |ip| ip.to_string()),
-            self.identity.key,
-            self.model
+            session = id,
+            client = self.client_label().as_str(),
+            identity = self.identity.key.as_str(),
+            model = self.model.as_str();
+            "opened"
         );
         if let Some(max) = self.max_session_duration {
             let lead = expiry_warning_lead(max);
@@ -306,10 +312,9 @@ impl Actor for Session {
             Ok(Err(rejected)) => {
                 log::warn!(
                     target: LOG_TARGET,
-                    "session refused client={} reason={}",
-                    act.client_ip
-                        .map_or_else(|| "-".into(), |ip| ip.to_string()),
-                    rejected.label()
+                    client = act.client_label().as_str(),
+                    reason = rejected.label();
+                    "session refused"
                 );
                 act.end(rejected.into_close_reason(), ctx);
             }
@@ -331,29 +336,29 @@ impl Actor for Session {
         });
         let s = &self.shared;
         let tokens = s.usage.get();
+        // `-`: the client was gone, no close frame was sent.
+        let code: log::kv::Value = match reason.client_code() {
+            Some(c) => c.into(),
+            None => "-".into(),
+        };
+        let duration_ms = u64::try_from(self.opened_at.elapsed().as_millis()).unwrap_or(u64::MAX);
         log::info!(
             target: LOG_TARGET,
-            "session={id} closed client={} identity={} model={} reason={reason} code={} \
-             duration_ms={} client_to_upstream_messages={} client_to_upstream_bytes={} \
-             upstream_to_client_messages={} upstream_to_client_bytes={} \
-             input_tokens={} output_tokens={} total_tokens={}",
-            self.client_ip
-                .map_or_else(|| "-".into(), |ip| ip.to_string()),
-            self.identity.key,
-            self.model,
-            // `-`: the client was gone, no close frame was sent.
-            self.ending
-                .as_ref()
-                .map_or(Some(1012), |r| r.client_code())
-                .map_or_else(|| "-".to_string(), |c| c.to_string()),
-            self.opened_at.elapsed().as_millis(),
-            s.client_to_upstream.messages.get(),
-            s.client_to_upstream.bytes.get(),
-            s.upstream_to_client.messages.get(),
-            s.upstream_to_client.bytes.get(),
-            tokens.input_tokens,
-            tokens.output_tokens,
-            tokens.billable(),
+            session = id,
+            client = self.client_label().as_str(),
+            identity = self.identity.key.as_str(),
+            model = self.model.as_str(),
+            reason = reason.label(),
+            code = code,
+            duration_ms = duration_ms,
+            client_to_upstream_messages = s.client_to_upstream.messages.get(),
+            client_to_upstream_bytes = s.client_to_upstream.bytes.get(),
+            upstream_to_client_messages = s.upstream_to_client.messages.get(),
+            upstream_to_client_bytes = s.upstream_to_client.bytes.get(),
+            input_tokens = tokens.input_tokens,
+            output_tokens = tokens.output_tokens,
+            total_tokens = tokens.billable();
+            "closed"
         );
         Running::Stop
     }

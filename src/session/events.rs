@@ -21,7 +21,7 @@ pub(crate) fn log_event(id: SessionId, direction: &str, msg: &Message) {
         Message::Binary(_) => "binary",
         _ => return,
     };
-    log::debug!(target: EVENTS_TARGET, "session={id} direction={direction} type={kind}");
+    log::debug!(target: EVENTS_TARGET, session = id, direction = direction, "type" = kind; "");
 }
 
 #[cfg(test)]
