@@ -10,8 +10,9 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::{
-    close::CloseReason,
+    close::{error_event, CloseReason},
     ops::metrics::Flow,
+    protection::usage::{top_level_type, Budget},
     session::{events::log_event, msg::SessionId, shared::Shared},
     upstream::pump::ToUpstream,
 };
@@ -132,8 +133,15 @@ pub(crate) async fn read_client(
                 if log_events {
                     log_event(id, "client_to_upstream", &msg);
                 }
+                if let Some(budget) = shared.budget_spent.get() {
+                    // Only once a budget is spent: no new response may start on it.
+                    if starts_a_response(&msg) {
+                        let _ = client.text(refusal(id, budget)).await;
+                        continue;
+                    }
+                }
                 if !forward(&writer, msg, len, &shared, &flow).await {
-                    // The upstream is closing; its `UpstreamEnded` ends this session.
+                    // The upstream is closing; its `End` ends this session.
                     return std::future::pending().await;
                 }
             }
@@ -141,6 +149,24 @@ pub(crate) async fn read_client(
             Step::End(reason) => return reason,
         }
     }
+}
+
+/// Whether a client message is a `response.create` (type found in its first bytes).
+fn starts_a_response(msg: &Message) -> bool {
+    matches!(msg, Message::Text(t) if top_level_type(t) == Some("response.create"))
+}
+
+/// The `error` event a `response.create` gets once a budget is spent.
+fn refusal(id: SessionId, budget: Budget) -> String {
+    let reason = CloseReason::BudgetExceeded { budget };
+    error_event(
+        &format!("relay_evt_{id}"),
+        "budget_exceeded",
+        &format!(
+            "{} The response was not started; the session ends when the responses in flight finish.",
+            reason.message()
+        ),
+    )
 }
 
 #[inline]

@@ -5,7 +5,6 @@
 //! session sends `Close` (after passing the close frame on and waiting for the answer).
 
 use std::{
-    cell::Cell,
     rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
@@ -24,13 +23,19 @@ use crate::{
     },
     upstream::{
         dial::{Dialer, Opened},
-        pump::{read_upstream, write_upstream, Accounting, ToClient, ToUpstream, WRITER_QUEUE},
+        pump::{
+            read_upstream, write_upstream, Accounting, Closing, ToClient, ToUpstream,
+            RESPONSE_CANCEL, WRITER_QUEUE,
+        },
         wire,
     },
 };
 
 /// How long a closing upstream gets to take its close frame before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long the relay keeps reading (relaying nothing) after it ends a session with responses in
+/// flight, so their `response.done` and its usage are counted before the close.
+pub(crate) const USAGE_GRACE: Duration = Duration::from_secs(5);
 
 /// The session ends from the client or relay side: pass the close on and stop.
 #[derive(Message)]
@@ -57,7 +62,7 @@ pub(crate) struct Upstream {
     safety_id: Option<String>,
     writer: Option<ToUpstream>,
     /// Set when closing: the reader drops upstream frames instead of forwarding them.
-    draining: Rc<Cell<bool>>,
+    closing_state: Rc<Closing>,
     reader_done: bool,
     writer_done: bool,
     closing: bool,
@@ -104,7 +109,7 @@ impl Upstream {
             identity: p.identity,
             safety_id: p.safety_id,
             writer: None,
-            draining: Rc::new(Cell::new(false)),
+            closing_state: Rc::new(Closing::default()),
             reader_done: false,
             writer_done: false,
             closing: false,
@@ -134,7 +139,7 @@ impl Upstream {
                 client: self.client.clone(),
                 writer: tx.clone(),
                 shared: self.shared.clone(),
-                draining: self.draining.clone(),
+                closing: self.closing_state.clone(),
                 flow: self.metrics.upstream_to_client.clone(),
                 max_message_size: self.dialer.max_message_size,
                 session_id: self.session_id,
@@ -189,12 +194,32 @@ impl Upstream {
             return;
         }
         self.closing = true;
-        self.draining.set(true);
+        self.closing_state.draining.set(true);
         let Some(writer) = self.writer.take() else {
             // Not connected yet: stopping drops the dial; nothing was opened.
             ctx.stop();
             return;
         };
+        let in_flight = self.shared.responses_in_flight.get();
+        if in_flight > 0 && !self.reader_done {
+            // The relay ends the session mid-response (the client left, a limit, a drain): ask
+            // the upstream to stop, and hold the close until its `response.done` (with the
+            // usage the relay must count) has been read, or `USAGE_GRACE` has passed.
+            let _ = writer.try_send(Message::Text(RESPONSE_CANCEL.into()));
+            *self.closing_state.held.borrow_mut() = Some(frame);
+            ctx.run_later(USAGE_GRACE, move |act, ctx| {
+                if let Some(frame) = act.closing_state.held.borrow_mut().take() {
+                    let left = act.shared.responses_in_flight.get();
+                    log::debug!(
+                        "session={} {left} response(s) still in flight after the usage grace",
+                        act.session_id
+                    );
+                    let _ = writer.try_send(Message::Close(Some(frame)));
+                }
+                ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+            });
+            return;
+        }
         if writer.try_send(Message::Close(Some(frame))).is_err()
             || self.reader_done && self.writer_done
         {

@@ -4,12 +4,16 @@
 //! messages within `MAX_MESSAGE_SIZE`, and glances at the first bytes of each text frame for the
 //! few event types that carry usage (`protection/usage.rs`); nothing else is parsed.
 
-use std::{cell::Cell, rc::Rc, time::Instant};
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    time::Instant,
+};
 
 use actix::prelude::*;
 use actix_web::web::{Bytes, BytesMut};
 use actix_ws::ProtocolError;
-use awc::ws::{Frame, Message};
+use awc::ws::{CloseReason as CloseFrame, Frame, Message};
 use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -28,6 +32,18 @@ pub(crate) const WRITER_QUEUE: usize = 16;
 
 /// The sending half of an open upstream: the session's client reader feeds it.
 pub(crate) type ToUpstream = mpsc::Sender<Message>;
+
+/// What the relay sends the upstream when it ends a session with a response in flight.
+pub(crate) const RESPONSE_CANCEL: &str = r#"{"type":"response.cancel","event_id":"relay_cancel"}"#;
+
+/// Set once the relay closes the upstream: relay nothing more, keep counting usage, and send the
+/// held close frame once no response is in flight.
+#[derive(Default)]
+pub(crate) struct Closing {
+    pub(crate) draining: Cell<bool>,
+    /// The relay's close frame, held until the last `response.done` has been read.
+    pub(crate) held: RefCell<Option<CloseFrame>>,
+}
 
 /// Drains the writer queue into the upstream socket, in order, until a close frame is written or
 /// every sender is gone.
@@ -56,7 +72,7 @@ pub(crate) struct ToClient {
     pub(crate) client: actix_ws::Session,
     pub(crate) writer: ToUpstream,
     pub(crate) shared: Rc<Shared>,
-    pub(crate) draining: Rc<Cell<bool>>,
+    pub(crate) closing: Rc<Closing>,
     pub(crate) flow: Flow,
     pub(crate) max_message_size: usize,
     pub(crate) session_id: u64,
@@ -129,7 +145,7 @@ pub(crate) async fn read_upstream(
 ) -> CloseReason {
     let mut client = to.client.clone();
     let shared = to.shared.clone();
-    let draining = to.draining.clone();
+    let closing = to.closing.clone();
     // Frames a pooled socket received before this session took it (`session.created`).
     for msg in replay {
         let len = match &msg {
@@ -149,8 +165,19 @@ pub(crate) async fn read_upstream(
             Sorted::Skip => continue,
             Sorted::End(reason) => return reason,
         };
-        if draining.get() {
-            // Closing: wait for the upstream's close without relaying anything more.
+        if closing.draining.get() {
+            // Closing: relay nothing more, but count what the upstream reports, and send the
+            // held close once the last response in flight is done.
+            if text {
+                if let Ok(t) = std::str::from_utf8(&data) {
+                    to.account(t);
+                }
+            }
+            if shared.responses_in_flight.get() == 0 {
+                if let Some(frame) = closing.held.borrow_mut().take() {
+                    let _ = to.writer.try_send(Message::Close(Some(frame)));
+                }
+            }
             continue;
         }
         let len = data.len();
@@ -168,7 +195,11 @@ pub(crate) async fn read_upstream(
         let sent = client.send(msg).await;
         shared.client_write_blocked.set(false);
         if sent.is_err() {
-            return CloseReason::ClientGone;
+            // The client is gone mid-stream. Its session is ending (its reader sees the same
+            // end) and will close this upstream; until then keep reading, so the usage of the
+            // response in flight is still counted.
+            closing.draining.set(true);
+            continue;
         }
         if budget_end {
             if let Some(budget) = shared.budget_spent.get() {
