@@ -229,6 +229,21 @@ fn start_admission(
     (registry, live)
 }
 
+/// With client tokens on, the admin data is not for every client: unless `ADMIN_TOKEN` or
+/// `ADMIN_PORT` says how to reach it, only this host may read `/stats` and `/metrics`.
+fn admin_loopback_only(config: &Config) -> bool {
+    let p = &config.protection;
+    let tokens_on = p.tokens.is_some() || p.tokens_file.is_some() || p.jwt_secret.is_some();
+    let only = tokens_on && config.admin_token.is_none() && config.admin_listen.is_none();
+    if only {
+        log::info!(
+            "client tokens are on: /stats and /metrics answer only loopback clients; \
+             set ADMIN_TOKEN (and send it as a Bearer token) or ADMIN_PORT to expose them"
+        );
+    }
+    only
+}
+
 /// What every HTTP worker shares.
 fn app_state(
     config: &Config,
@@ -252,6 +267,7 @@ fn app_state(
         trusted_proxies: config.trusted_proxies.clone(),
         admin_token: config.admin_token.clone(),
         admin_addr,
+        admin_loopback_only: admin_loopback_only(config),
         draining: draining.clone(),
         authenticator: authenticator.clone(),
         safety: Safety {

@@ -52,7 +52,8 @@ pub(crate) async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpR
         body["sessions"] =
             serde_json::to_value(describe_sessions(&state).await).unwrap_or_default();
     }
-    with_cors(&state, &req, HttpResponse::Ok()).json(body)
+    // Admin data: never readable cross-origin, so no CORS headers.
+    HttpResponse::Ok().json(body)
 }
 
 /// Asks every live session to describe itself; sessions that do not answer within a second
@@ -81,7 +82,7 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Htt
     if let Some(refusal) = state.admin_refusal(&req) {
         return refusal;
     }
-    with_cors(&state, &req, HttpResponse::Ok())
+    HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
 }
@@ -92,7 +93,9 @@ pub(crate) async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> Ht
         req.path(),
         "/" | "/realtime" | "/v1/realtime" | "/health" | "/stats" | "/metrics"
     );
-    if req.method() == Method::OPTIONS && known {
+    // `/stats` and `/metrics` are admin data: no CORS preflight is ever answered for them.
+    let cross_origin = !matches!(req.path(), "/stats" | "/metrics");
+    if req.method() == Method::OPTIONS && known && cross_origin {
         let allowed = origin(&req).is_some_and(|o| state.allowed_origins.admits(Some(o), false));
         if !allowed {
             return json_error(

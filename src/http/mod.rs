@@ -45,6 +45,9 @@ pub(crate) struct AppState {
     pub(crate) admin_token: Option<Secret>,
     /// The admin listener, when `/stats` and `/metrics` live there instead.
     pub(crate) admin_addr: Option<SocketAddr>,
+    /// Client tokens are on but neither `ADMIN_TOKEN` nor `ADMIN_PORT` is set: `/stats` and
+    /// `/metrics` answer only loopback clients (after `TRUSTED_PROXIES`).
+    pub(crate) admin_loopback_only: bool,
     /// Set once a drain has begun.
     pub(crate) draining: Arc<AtomicBool>,
     pub(crate) authenticator: Arc<Authenticator>,
@@ -103,6 +106,14 @@ impl AppState {
     pub(crate) fn admin_refusal(&self, req: &HttpRequest) -> Option<HttpResponse> {
         if self.admin_addr.is_some() && !self.on_admin_listener(req) {
             return Some(not_found());
+        }
+        if self.admin_loopback_only && !client_ip(self, req).is_some_and(|ip| ip.is_loopback()) {
+            return Some(json_error(
+                StatusCode::FORBIDDEN,
+                "admin_loopback_only",
+                "Client tokens are on, so /stats and /metrics answer only this host; \
+                 set ADMIN_TOKEN or ADMIN_PORT to reach them from elsewhere.",
+            ));
         }
         if let Some(token) = &self.admin_token {
             let presented = req
