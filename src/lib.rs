@@ -46,6 +46,7 @@ pub(crate) mod http;
 pub mod ops;
 pub mod protection;
 pub(crate) mod relay;
+pub(crate) mod secret;
 pub(crate) mod session;
 pub(crate) mod upstream;
 

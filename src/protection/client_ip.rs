@@ -1,46 +1,21 @@
-//! Who the client is, network-wise. Behind Nginx every peer is 127.0.0.1, so the relay believes
-//! `X-Forwarded-For` / `X-Real-IP` only from peers in `TRUSTED_PROXIES`, and takes the right-most
-//! hop that is not itself a trusted proxy (hops to the left of it could be forged by the client).
+//! Who the client is, network-wise: [`TrustedProxies`] (`TRUSTED_PROXIES`, blocks matched with
+//! `ipnet`) and the client address behind them. Behind Nginx every peer is 127.0.0.1, so the
+//! relay believes `X-Forwarded-For` / `X-Real-IP` only from peers in `TRUSTED_PROXIES`, and takes
+//! the right-most hop that is not itself a trusted proxy (hops to the left of it could be forged
+//! by the client). `config` parses the list; the HTTP upgrade asks it for each client's address.
 
 use std::net::IpAddr;
 
-/// One `TRUSTED_PROXIES` entry: an address or a CIDR block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+use ipnet::IpNet;
 
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (
-                a.trim().parse::<IpAddr>().ok()?,
-                Some(p.trim().parse::<u8>().ok()?),
-            ),
-            None => (s.trim().parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
+/// One `TRUSTED_PROXIES` entry: an address (a one-address block) or a CIDR block; spaces around
+/// the `/` are allowed, host bits after the prefix are ignored.
+fn parse_block(s: &str) -> Option<IpNet> {
+    match s.split_once('/') {
+        Some((addr, prefix)) => {
+            IpNet::new(addr.trim().parse().ok()?, prefix.trim().parse().ok()?).ok()
         }
+        None => Some(IpNet::from(s.trim().parse::<IpAddr>().ok()?)),
     }
 }
 
@@ -54,17 +29,22 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The `TRUSTED_PROXIES` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedProxies(pub Vec<Cidr>);
+pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    pub const DEFAULT: &'static str = "127.0.0.0/8,::1";
+    pub(crate) const DEFAULT: &'static str = "127.0.0.0/8,::1";
+
+    /// No proxy is trusted: every peer is the client.
+    pub(crate) fn none() -> TrustedProxies {
+        TrustedProxies(Vec::new())
+    }
 
     /// Parses a comma list; returns the entries that do not parse as the error.
-    pub fn parse(list: &str) -> Result<TrustedProxies, Vec<String>> {
+    pub(crate) fn parse(list: &str) -> Result<TrustedProxies, Vec<String>> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match Cidr::parse(item) {
+            match parse_block(item) {
                 Some(c) => ok.push(c),
                 None => bad.push(item.to_string()),
             }
@@ -76,14 +56,15 @@ impl TrustedProxies {
         }
     }
 
-    pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|c| c.contains(ip))
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
     }
 
     /// The client's address: `peer` itself unless `peer` is a trusted proxy, in which case the
     /// right-most untrusted `X-Forwarded-For` hop (or `X-Real-IP` when there is no
     /// `X-Forwarded-For`). Unparseable hops stop the walk: what is left of them is not believed.
-    pub fn client_ip<'a>(
+    pub(crate) fn client_ip<'a>(
         &self,
         peer: IpAddr,
         forwarded_for: impl Iterator<Item = &'a str>,
@@ -129,30 +110,53 @@ mod tests {
         TrustedProxies::parse(TrustedProxies::DEFAULT).expect("default parses")
     }
 
+    /// Blocks match their addresses only; bad prefixes and non-addresses do not parse; an
+    /// IPv4-mapped peer matches its IPv4 block.
     #[test]
     fn cidr_matching() {
-        let c = Cidr::parse("10.1.0.0/16").expect("cidr");
-        assert!(c.contains(ip("10.1.200.3")));
-        assert!(!c.contains(ip("10.2.0.1")));
-        assert!(Cidr::parse("0.0.0.0/0")
+        let c = parse_block("10.1.0.0/16").expect("cidr");
+        assert!(c.contains(&ip("10.1.200.3")));
+        assert!(!c.contains(&ip("10.2.0.1")));
+        assert!(parse_block("0.0.0.0/0")
             .expect("all")
-            .contains(ip("8.8.8.8")));
-        assert!(Cidr::parse("fd00::/8").expect("v6").contains(ip("fd12::1")));
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(Cidr::parse("nonsense").is_none());
+            .contains(&ip("8.8.8.8")));
+        assert!(parse_block("fd00::/8")
+            .expect("v6")
+            .contains(&ip("fd12::1")));
+        assert!(parse_block("10.0.0.0/33").is_none());
+        assert!(parse_block("nonsense").is_none());
         assert!(loopback().trusts(ip("::ffff:127.0.0.1")));
     }
 
+    /// What the hand-written matcher accepted still parses the same way: spaces around `/`,
+    /// host bits after the prefix, a bare address as a one-address block.
+    #[test]
+    fn block_syntax() {
+        assert!(parse_block(" 10.0.0.0 / 8 ")
+            .expect("spaced")
+            .contains(&ip("10.9.9.9")));
+        assert!(parse_block("10.1.2.3/16")
+            .expect("host bits")
+            .contains(&ip("10.1.0.1")));
+        let one = parse_block("192.0.2.1").expect("address");
+        assert!(one.contains(&ip("192.0.2.1")) && !one.contains(&ip("192.0.2.2")));
+        // Peers are compared in IPv4 form, so an IPv4-mapped block never matches.
+        let mapped = TrustedProxies::parse("::ffff:10.0.0.0/104").expect("mapped block");
+        assert!(!mapped.trusts(ip("::ffff:10.0.0.1")));
+    }
+
+    /// A peer that is not a trusted proxy is the client, whatever its headers say.
     #[test]
     fn untrusted_peer_headers_are_ignored() {
         let c = loopback().client_ip(ip("203.0.113.9"), ["1.2.3.4"].into_iter(), Some("5.6.7.8"));
         assert_eq!(c, ip("203.0.113.9"));
     }
 
+    /// Behind trusted proxies the right-most untrusted hop is the client, not a forged one.
     #[test]
     fn rightmost_untrusted_hop_wins() {
         let t = TrustedProxies::parse("127.0.0.1,10.0.0.0/8").expect("parses");
-        // The client forged "6.6.6.6"; Nginx appended the real address; an inner proxy added its own.
+        // The client forged "6.6.6.6"; Nginx appended the real address; an inner proxy its own.
         let c = t.client_ip(
             ip("127.0.0.1"),
             ["6.6.6.6, 198.51.100.7", "10.0.0.5"].into_iter(),
@@ -161,6 +165,7 @@ mod tests {
         assert_eq!(c, ip("198.51.100.7"));
     }
 
+    /// X-Real-IP counts only without X-Forwarded-For; with neither, the peer is the client.
     #[test]
     fn real_ip_only_without_forwarded_for() {
         let c = loopback().client_ip(ip("127.0.0.1"), std::iter::empty(), Some("198.51.100.8"));
@@ -169,6 +174,7 @@ mod tests {
         assert_eq!(none, ip("127.0.0.1"));
     }
 
+    /// An unparseable hop stops the walk; unparseable list entries are returned as the error.
     #[test]
     fn garbage_hop_stops_the_walk() {
         let c = loopback().client_ip(ip("127.0.0.1"), ["9.9.9.9, unknown"].into_iter(), None);
