@@ -24,12 +24,15 @@ use crate::{
         registry::Registry,
     },
     config::Config,
-    http::{self, AppState, Safety},
+    http::{self, AppState},
     ops::{
         metrics::Metrics,
         throttle::{self, Throttle},
     },
-    protection::identity::{Authenticator, JwtVerifier, Tokens},
+    protection::{
+        identity::{Authenticator, JwtVerifier, Tokens},
+        safety::Safety,
+    },
     upstream::{
         dial::{Dialer, DialerSettings, Reports},
         pool::per_worker,

@@ -25,9 +25,9 @@ use serde_json::json;
 
 use crate::{
     admission::registry::Registry,
-    config::{AllowedOrigins, SafetyIdentifier, Secret, TrustedProxies},
+    config::{AllowedOrigins, Secret, TrustedProxies},
     ops::metrics::Metrics,
-    protection::identity::{Authenticator, Identity},
+    protection::{identity::Authenticator, safety::Safety},
 };
 
 /// What every worker shares.
@@ -53,34 +53,6 @@ pub(crate) struct AppState {
     pub(crate) authenticator: Arc<Authenticator>,
     pub(crate) safety: Safety,
     pub(crate) max_session_duration: Option<std::time::Duration>,
-}
-
-/// `SAFETY_IDENTIFIER`: how the `OpenAI-Safety-Identifier` header is made.
-pub(crate) struct Safety {
-    pub(crate) mode: SafetyIdentifier,
-    /// HMAC key for the hash (`SAFETY_IDENTIFIER_SALT`, else the server key): stable across
-    /// restarts and instances, and not reversible to the identity without it.
-    pub(crate) salt: Secret,
-}
-
-impl Safety {
-    /// The header value for this client, if the feature is on: 32 hex digits of
-    /// HMAC-SHA256(salt, identity or address).
-    pub(crate) fn identifier(&self, identity: &Identity, ip: Option<IpAddr>) -> Option<String> {
-        let subject = match self.mode {
-            SafetyIdentifier::Off => return None,
-            SafetyIdentifier::Identity => identity.key.clone(),
-            SafetyIdentifier::Address => Identity::address(ip).key,
-        };
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.salt.expose().as_bytes());
-        let tag = ring::hmac::sign(&key, subject.as_bytes());
-        Some(
-            tag.as_ref()[..16]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        )
-    }
 }
 
 impl AppState {
