@@ -103,7 +103,7 @@ fn tokens(r: &mut Reader<'_>) -> (Option<Secret>, Option<PathBuf>) {
 fn jwt_secret(r: &mut Reader<'_>) -> Option<Secret> {
     let secret = r.secret("RELAY_JWT_SECRET");
     if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
-        r.invalid("RELAY_JWT_SECRET", "***", "must be at least 32 characters");
+        r.invalid("RELAY_JWT_SECRET", "***", "must be at least 32 bytes");
     }
     secret
 }

@@ -1,8 +1,9 @@
 //! HS256 JSON Web Tokens (`RELAY_JWT_SECRET`): an app's backend mints a short-lived token per
 //! user and the relay checks it, so every user is an identity (`jwt:<sub>`) with optional model
 //! restrictions without the relay holding a user list. The [`Authenticator`] calls
-//! [`JwtVerifier::verify`] for a credential with two dots; tests and the README mint tokens with
-//! [`mint_jwt`]. Nothing here logs, and no error or `Debug` output contains the secret or a token.
+//! [`JwtVerifier::verify`] for a credential with two dots; tests mint tokens with [`mint_jwt`]
+//! (docs/security.md shows how in Python and Node). Nothing here logs, and no error or `Debug`
+//! output contains the secret or a token.
 //!
 //! The signature is HMAC-SHA256 from `ring` (which rustls already brings); the checks around it
 //! are the relay's policy, each written down where it is made. `jsonwebtoken` 10 was measured
@@ -181,7 +182,7 @@ fn valid_sub(sub: &str) -> bool {
         && !sub.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// For tests and the README: mint an HS256 token.
+/// For tests: mint an HS256 token.
 pub fn mint_jwt(secret: &Secret, claims: &serde_json::Value) -> String {
     let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = B64.encode(claims.to_string());

@@ -103,7 +103,7 @@ pub(crate) async fn read_client(
             biased;
             writer = &mut opened => match writer {
                 Ok(writer) => break writer,
-                // The upstream failed to open; its `UpstreamEnded` ends this session.
+                // The upstream failed to open; its `End` ends this session.
                 Err(_) => return std::future::pending().await,
             },
             item = stream.next() => match classify(item, &mut client, &shared, max_queued) {
