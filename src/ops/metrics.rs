@@ -132,6 +132,11 @@ const TOKENS: Def<IntCounterVec> = Def::counters(
     "Tokens the upstream reported used (response.done, transcription), by model and kind.",
     &["model", "kind"],
 );
+const UNACCOUNTED_RESPONSES: Def<IntCounter> = Def::counter(
+    "relay_unaccounted_responses_total",
+    "Responses that ended without usage the relay could count: a response.done without a usage \
+     block, or still in flight when the relay closed the upstream after its usage grace.",
+);
 
 /// Counters for one direction, cheap to clone into a pump.
 #[derive(Clone)]
@@ -176,6 +181,7 @@ pub struct Metrics {
     pub(crate) session_duration_seconds: Histogram,
     pub(crate) first_upstream_event_seconds: Histogram,
     pub(crate) tokens: IntCounterVec,
+    pub(crate) unaccounted_responses: IntCounter,
     /// The closed set of `model` label values; anything else is counted as `other`.
     known_models: Vec<String>,
 }
@@ -214,6 +220,7 @@ impl Metrics {
             session_duration_seconds: r.add(&SESSION_DURATION_SECONDS),
             first_upstream_event_seconds: r.add(&FIRST_UPSTREAM_EVENT_SECONDS),
             tokens: r.add(&TOKENS),
+            unaccounted_responses: r.add(&UNACCOUNTED_RESPONSES),
             known_models,
             registry: r.0,
         };

@@ -144,6 +144,7 @@ impl Upstream {
                 max_message_size: self.dialer.max_message_size,
                 session_id: self.session_id,
                 log_events: self.log_events,
+                unaccounted: self.metrics.unaccounted_responses.clone(),
                 first_event: Some((
                     self.admitted_at,
                     self.metrics.first_upstream_event_seconds.clone(),
@@ -210,6 +211,7 @@ impl Upstream {
             ctx.run_later(USAGE_GRACE, move |act, ctx| {
                 if let Some(frame) = act.closing_state.held.borrow_mut().take() {
                     let left = act.shared.responses_in_flight.get();
+                    act.metrics.unaccounted_responses.inc_by(u64::from(left));
                     log::debug!(
                         "session={} {left} response(s) still in flight after the usage grace",
                         act.session_id

@@ -80,6 +80,8 @@ pub(crate) struct ToClient {
     /// Observed once, when the first upstream event is handed to the client.
     pub(crate) first_event: Option<(Instant, prometheus::Histogram)>,
     pub(crate) accounting: Accounting,
+    /// Counts responses that ended without usage (`relay_unaccounted_responses_total`).
+    pub(crate) unaccounted: prometheus::IntCounter,
 }
 
 /// Where usage read off `response.done` goes.
@@ -109,7 +111,11 @@ impl ToClient {
             }
             Watched::TranscriptionCompleted => {}
         }
-        if let Some(used) = usage::parse_usage(text) {
+        let used = usage::parse_usage(text);
+        if used.is_none() && kind == Watched::ResponseDone {
+            self.unaccounted.inc();
+        }
+        if let Some(used) = used {
             let mut total = s.usage.get();
             total.add(&used);
             s.usage.set(total);
