@@ -25,6 +25,7 @@ use crate::{
     },
     config::Config,
     http::{self, AppState},
+    session::actor::CLOSE_GRACE,
     ops::{
         metrics::Metrics,
         throttle::{self, Throttle},
@@ -165,6 +166,10 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         let _ = (conn, user_timeout);
     })
     .workers(config.workers)
+    // actix-web resets a connection 1 s after the response by default (its client disconnect
+    // timeout), which cut slow readers off before the session's final events and close frame:
+    // the session's own close grace is the one that applies.
+    .client_disconnect_timeout(CLOSE_GRACE)
     // Sessions are drained before the server stops; what is left after that is cut.
     .shutdown_timeout(1)
     .disable_signals()

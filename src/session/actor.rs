@@ -45,7 +45,7 @@ use crate::{
 const LOG_TARGET: &str = "openai_realtime_relay::session";
 
 /// How long the client gets to take the final `error` event and close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long before `MAX_SESSION_DURATION` the client is warned (`session_expiring`).
 pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 
