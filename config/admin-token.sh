@@ -8,7 +8,7 @@
 #
 # An existing secrets/admin-token is kept and copied into .env again (so running it twice changes
 # nothing); delete the file to make a new token, then restart the relay and Prometheus.
-# tests/deploy_files.rs runs this script.
+# tests/relay/deploy/ runs this script.
 set -euo pipefail
 
 dir="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"

@@ -8,7 +8,7 @@
 # Browsers and SDKs do not trust it: connect with certificate checks off (e.g. `wscat --no-check`)
 # or trust DIR/fullchain.pem explicitly. For real clients, put a CA-issued chain and its key at
 # the same two paths (e.g. Let's Encrypt's fullchain.pem and privkey.pem). Existing files are
-# never overwritten. tests/nginx.rs runs this script and serves wss:// with what it writes.
+# never overwritten. tests/nginx/ runs this script and serves wss:// with what it writes.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test suite, as README and .ci/run invoke it: `bash tests/run.sh [cargo test args...]`.
 #
-# tests/nginx.rs and tests/prometheus.rs run the real Nginx (and openssl), Prometheus, promtool
-# and Alertmanager. Under plain `cargo test` a test whose program is missing says on stderr that it
-# is skipped, and passes. This script leaves nothing skipped unsaid:
+# The test targets tests/nginx/ and tests/prometheus/ run the real Nginx (and openssl),
+# Prometheus, promtool and Alertmanager; tests/relay/, the rest of the suite, needs none of them.
+# Under plain `cargo test` a test whose program is missing says on stderr that it is skipped, and
+# passes. This script leaves nothing skipped unsaid:
 #
 # - as root (CI, containers) it installs what is missing from Debian's packages, saying so
 #   first, and then every such test must run (RELAY_TESTS_REQUIRE names all the programs);
@@ -13,9 +14,9 @@
 #
 # Either way it runs `cargo test --workspace --locked` with the extra arguments.
 #
-# For tests/deploy_files.rs, which checks this script: RELAY_TOOLS_PATH replaces the directories
-# searched for the programs (default: PATH, /usr/sbin, /sbin), and RELAY_RUN_SH_DRY_RUN=1 prints
-# the apt-get and cargo commands instead of running them.
+# For tests/relay/deploy/run_sh.rs, which checks this script: RELAY_TOOLS_PATH replaces the
+# directories searched for the programs (default: PATH, /usr/sbin, /sbin), and
+# RELAY_RUN_SH_DRY_RUN=1 prints the apt-get and cargo commands instead of running them.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,7 +28,7 @@ tools_path="${RELAY_TOOLS_PATH:-$PATH}"
 export RELAY_TOOLS_PATH="$tools_path"
 dry_run="${RELAY_RUN_SH_DRY_RUN:-}"
 
-# Every program a test runs; tests/deploy_files.rs checks that the tests ask for no other.
+# Every program a test runs; tests/relay/deploy/run_sh.rs checks that the tests ask for no other.
 tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool)
 
 package_of() {
@@ -41,8 +42,8 @@ package_of() {
 
 tests_of() {
     case "$1" in
-    nginx | openssl) echo tests/nginx.rs ;;
-    *) echo tests/prometheus.rs ;;
+    nginx | openssl) echo tests/nginx/ ;;
+    *) echo tests/prometheus/ ;;
     esac
 }
 
@@ -115,7 +116,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     {
         echo
         echo "tests/run.sh: these tests could not run, their programs are not installed:"
-        for file in tests/nginx.rs tests/prometheus.rs; do
+        for file in tests/nginx/ tests/prometheus/; do
             needs=()
             for tool in "${missing[@]}"; do
                 if [ "$(tests_of "$tool")" = "$file" ]; then

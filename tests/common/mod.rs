@@ -1,11 +1,17 @@
-//! Shared test harness: the real relay on 127.0.0.1:0 in front of the scriptable fake upstream
-//! (also on port 0), an awc WebSocket client, and reads that always time out.
+//! Shared test harness, for the `relay` test binary and for `nginx` and `prometheus` (each
+//! includes this folder with `#[path]`): the real relay on 127.0.0.1:0 in front of the scriptable
+//! fake upstream (also on port 0), an awc WebSocket client, and awaits that always time out.
+//! Beside it: the relay binary as a child (`child`), outside programs (`tools`), Prometheus text
+//! (`prom`), `/stats` (`stats`), and waiting for what announces itself nowhere (`poll`).
 #![allow(dead_code)]
 
 pub mod child;
+pub mod poll;
+pub mod prom;
+pub mod stats;
 pub mod tools;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, future::Future, path::PathBuf, time::Duration};
 
 use actix_codec::Framed;
 use awc::{
@@ -38,13 +44,53 @@ pub struct Harness {
 impl Harness {
     /// The relay's HTTP base URL.
     pub fn http(&self) -> String {
-        format!("http://{}", self.relay.local_addr())
+        http(&self.relay)
     }
 
+    /// Stops the relay, then the fake.
     pub async fn stop(self) {
-        self.relay.stop().await;
-        self.fake.stop().await;
+        stop_relay(self.relay).await;
+        stop_fake(self.fake).await;
     }
+}
+
+/// `fut`, or a panic naming `what` if it has not finished within [`T`].
+pub async fn timed<F: Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(T, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {T:?}"))
+}
+
+/// `relay`'s HTTP base URL.
+pub fn http(relay: &Relay) -> String {
+    format!("http://{}", relay.local_addr())
+}
+
+/// Stops `relay` (a graceful stop, bounded by [`T`]).
+pub async fn stop_relay(relay: Relay) {
+    timed("the relay's stop", relay.stop()).await;
+}
+
+/// Stops `fake`, bounded by [`T`].
+pub async fn stop_fake(fake: FakeUpstream) {
+    timed("the fake upstream's stop", fake.stop()).await;
+}
+
+/// Starts a fake upstream with `script` on 127.0.0.1:0.
+pub async fn start_fake(script: Script) -> FakeUpstream {
+    timed("the fake upstream's start", FakeUpstream::start(script))
+        .await
+        .expect("fake starts")
+}
+
+/// `path` inside the repository.
+pub fn repo(path: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The text of the repository's file `path`.
+pub fn read_repo(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
 /// A config for a relay in front of `upstream_url`, with `extra` variables on top.
@@ -70,14 +116,17 @@ pub fn config(upstream_url: &str, extra: &[(&str, &str)]) -> Config {
 /// Starts the relay on 127.0.0.1:0.
 pub async fn start_relay(config: Config) -> Relay {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    openai_realtime_relay::start(config, listener)
-        .await
-        .expect("relay starts")
+    timed(
+        "the relay's start",
+        openai_realtime_relay::start(config, listener),
+    )
+    .await
+    .expect("relay starts")
 }
 
 /// Starts a fake upstream with `script` and a relay in front of it.
 pub async fn start(script: Script, extra: &[(&str, &str)]) -> Harness {
-    let fake = FakeUpstream::start(script).await.expect("fake starts");
+    let fake = start_fake(script).await;
     let relay = start_relay(config(&fake.url(), extra)).await;
     let base = format!("ws://{}", relay.local_addr());
     Harness { relay, fake, base }
@@ -125,7 +174,7 @@ pub async fn next_frame(ws: &mut Ws) -> Frame {
             .expect("frame decodes");
         match frame {
             Frame::Ping(p) => {
-                let _ = ws.send(Message::Pong(p)).await;
+                let _ = timed("a pong", ws.send(Message::Pong(p))).await;
             }
             Frame::Pong(_) => {}
             other => return other,
@@ -215,4 +264,11 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
         res.status().as_u16(),
         String::from_utf8_lossy(&body).into_owned(),
     )
+}
+
+/// GET `url` and parse the body as JSON; returns the status too.
+pub async fn get_json(url: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let (status, body) = get(url, headers).await;
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
+    (status, json)
 }

@@ -113,3 +113,35 @@ pub fn output(cmd: &mut Command) -> Output {
         .unwrap_or_else(|_| panic!("{what} did not finish within {T:?}"))
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
+
+/// Rewrites every directive line of `text` (the shipped `file`) that ends in `# test:NAME` with
+/// the replacement for NAME, indented like it; a replacement may be several lines, or none (the
+/// line is dropped). Panics when a marker has no replacement or a replacement finds no marker, so
+/// the shipped file and the test that runs it cannot drift apart unnoticed.
+pub fn rewrite(file: &str, text: &str, replacements: &[(&str, String)]) -> String {
+    let mut used = vec![false; replacements.len()];
+    let mut out = String::new();
+    for line in text.lines() {
+        let marker = line.split_once("# test:").map(|(_, m)| m.trim());
+        let Some(marker) = marker.filter(|_| !line.trim_start().starts_with('#')) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let i = replacements
+            .iter()
+            .position(|(name, _)| *name == marker)
+            .unwrap_or_else(|| panic!("no test replacement for marker {marker:?}"));
+        used[i] = true;
+        let indent = &line[..line.len() - line.trim_start().len()];
+        for new in replacements[i].1.lines() {
+            out.push_str(indent);
+            out.push_str(new);
+            out.push('\n');
+        }
+    }
+    for (i, (name, _)) in replacements.iter().enumerate() {
+        assert!(used[i], "{file} lost its `# test:{name}` line");
+    }
+    out
+}

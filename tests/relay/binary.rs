@@ -2,11 +2,11 @@
 //! `--demo` end to end, and a key that never reaches the log. Each child runs with a cleared
 //! environment in a fresh directory (so no `.env` is read); its output is read line by line from
 //! threads, with a deadline, never by sleeping.
-mod common;
 
-use common::{child::Process, *};
-use fake_upstream::{FakeUpstream, Script};
+use fake_upstream::Script;
 use futures_util::SinkExt;
+
+use crate::common::{child::Process, *};
 
 /// Without OPENAI_API_KEY the binary prints the Node relay's message, then on the next line how
 /// to run without a key and where the key goes, and exits non-zero.
@@ -131,7 +131,7 @@ async fn upstream_failures_are_logged_with_their_cause_once() {
     const KEY: &str = "sk-test-DIALSECRET-1";
     let mut script = Script::echo();
     script.reject_status = Some(401);
-    let fake = FakeUpstream::start(script).await.expect("fake starts");
+    let fake = start_fake(script).await;
     let url = fake.url();
     let mut p = Process::spawn(
         "dial-failures",
@@ -153,7 +153,7 @@ async fn upstream_failures_are_logged_with_their_cause_once() {
         p.wait_line(&format!("session={n} closed")).await;
     }
     // A different cause is its own line: nothing listens on the fake's port once it is gone.
-    fake.stop().await;
+    stop_fake(fake).await;
     let (_, mut ws) = connect_with(&base, &["realtime"], &[])
         .await
         .expect("upgrade succeeds");
@@ -246,7 +246,7 @@ async fn key_is_never_logged() {
     const KEY: &str = "sk-test-LOGSECRET-xyz";
     let mut script = Script::echo();
     script.reject_status = Some(401);
-    let fake = FakeUpstream::start(script).await.expect("fake starts");
+    let fake = start_fake(script).await;
     let url = fake.url();
     let mut p = Process::spawn(
         "key-never-logged",
@@ -307,5 +307,5 @@ async fn key_is_never_logged() {
             .any(|l| l.contains("WARN") && l.contains("ws://") && l.contains("OPENAI_API_URL")),
         "no ws:// upstream warning: {text}"
     );
-    fake.stop().await;
+    stop_fake(fake).await;
 }

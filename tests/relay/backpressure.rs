@@ -1,11 +1,11 @@
 //! Slow peers: a client that stops reading while the upstream streams is closed and counted,
 //! with the relay holding at most a bounded amount for it meanwhile.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
 use fake_upstream::{Mode, Script};
+
+use crate::common::*;
 
 /// A relay with 200 ms heartbeats before an upstream that streams `count` audio deltas of
 /// `message_bytes` as fast as the socket takes them (`None`: until the client is gone).
@@ -38,8 +38,7 @@ async fn client_that_stops_reading_is_closed_and_counted() {
         .await
         .expect("the stalled session's upstream is closed");
     assert_eq!(closes.len(), 1);
-    let (_, stats) = get(&format!("{}/stats", h.http()), &[]).await;
-    let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    let stats = stats::get(&h.http()).await;
     assert_eq!(stats["closed_by_reason"]["client_too_slow"], 1, "{stats}");
     assert_eq!(stats["active_sessions"], 0, "{stats}");
     // The relay did not buffer the stream: it relayed far less than the fake could produce in
@@ -68,8 +67,7 @@ async fn slow_reader_that_keeps_up_eventually_gets_everything() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let (_, stats) = get(&format!("{}/stats", h.http()), &[]).await;
-    let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    let stats = stats::get(&h.http()).await;
     assert_eq!(stats["active_sessions"], 1, "{stats}");
     h.stop().await;
 }

@@ -1,16 +1,16 @@
 //! A `wss://` upstream: a CA and a `localhost` certificate generated in the test, trusted only
 //! through `UPSTREAM_CA_FILE`.
-mod common;
 
 use std::{path::PathBuf, sync::Arc};
 
-use common::*;
 use fake_upstream::{FakeUpstream, Script};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::common::*;
 
 /// A fresh CA, a server config for `localhost` signed by it, and the CA's PEM.
 fn pki() -> (rustls::ServerConfig, String) {
@@ -58,9 +58,12 @@ fn write_ca(test: &str, pem: &str) -> PathBuf {
 #[actix_web::test]
 async fn wss_upstream_trusted_through_ca_file() {
     let (server, ca_pem) = pki();
-    let fake = FakeUpstream::start_tls(Script::echo(), server)
-        .await
-        .expect("TLS fake starts");
+    let fake = timed(
+        "the TLS fake's start",
+        FakeUpstream::start_tls(Script::echo(), server),
+    )
+    .await
+    .expect("TLS fake starts");
     assert!(fake.url().starts_with("wss://localhost:"), "{}", fake.url());
     let ca_file = write_ca("trusted", &ca_pem);
     let ca = ca_file.to_str().expect("UTF-8 path");
@@ -87,8 +90,8 @@ async fn wss_upstream_trusted_through_ca_file() {
         Some(format!("Bearer {TEST_KEY}").as_str())
     );
 
-    relay.stop().await;
-    fake.stop().await;
+    stop_relay(relay).await;
+    stop_fake(fake).await;
     let _ = std::fs::remove_file(ca_file);
 }
 
@@ -96,9 +99,12 @@ async fn wss_upstream_trusted_through_ca_file() {
 #[actix_web::test]
 async fn wss_upstream_untrusted_without_ca_file() {
     let (server, _) = pki();
-    let fake = FakeUpstream::start_tls(Script::echo(), server)
-        .await
-        .expect("TLS fake starts");
+    let fake = timed(
+        "the TLS fake's start",
+        FakeUpstream::start_tls(Script::echo(), server),
+    )
+    .await
+    .expect("TLS fake starts");
     let relay = start_relay(config(&fake.url(), &[])).await;
 
     let (_, mut ws) = connect_with(
@@ -114,6 +120,6 @@ async fn wss_upstream_untrusted_without_ca_file() {
         "an untrusted certificate must stop the dial before any HTTP request"
     );
 
-    relay.stop().await;
-    fake.stop().await;
+    stop_relay(relay).await;
+    stop_fake(fake).await;
 }

@@ -1,20 +1,17 @@
 //! Every failure a client can see: an OpenAI-shaped `error` event, then a close frame with a
 //! meaningful code (issue 2, "Failures the client can see"), and the counters that record them.
-mod common;
 
 use std::time::Duration;
 
 use awc::ws::{Frame, Message};
-use common::*;
 use fake_upstream::Script;
 use futures_util::{SinkExt, StreamExt};
 
+use crate::common::{poll::poll, *};
+
 /// A `ws://` URL on 127.0.0.1 where nothing listens: bind port 0, note the port, let it go.
 fn unreachable_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    let port = listener.local_addr().expect("local addr").port();
-    drop(listener);
-    format!("ws://127.0.0.1:{port}/v1/realtime")
+    format!("ws://127.0.0.1:{}/v1/realtime", tools::free_port())
 }
 
 /// Opens a client WebSocket to the relay without waiting for `session.created`.
@@ -82,13 +79,6 @@ async fn raw_next(ws: &mut Ws) -> Raw {
     }
 }
 
-/// `GET /stats` as JSON.
-async fn stats(http: &str) -> serde_json::Value {
-    let (status, body) = get(&format!("{http}/stats"), &[]).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("stats are JSON")
-}
-
 /// An upstream nobody listens on gives `upstream_unavailable` and close 1011.
 #[actix_web::test]
 async fn unreachable_upstream_is_upstream_unavailable() {
@@ -96,7 +86,7 @@ async fn unreachable_upstream_is_upstream_unavailable() {
     let mut ws = open(&format!("ws://{}", relay.local_addr())).await;
     let error = expect_failure(&mut ws, "upstream_unavailable", 1011).await;
     assert_eq!(error["type"], "error");
-    relay.stop().await;
+    stop_relay(relay).await;
 }
 
 /// An upstream slower than UPSTREAM_CONNECT_TIMEOUT gives `upstream_timeout` and close 1013.
@@ -171,20 +161,21 @@ async fn capacity_refusal_happens_before_any_dial() {
 async fn closed_session_releases_its_slot() {
     let h = refuse_one_then_close_the_first().await;
 
-    // The slot is released by an async message; retry a few times rather than sleep.
-    let mut admitted = false;
-    for _ in 0..20 {
-        let mut ws = open(&h.base).await;
-        let first = next_json(&mut ws).await;
-        match first["type"].as_str() {
-            Some("session.created") => {
-                admitted = true;
-                break;
+    // The slot is released by an async message: try again until a session is admitted.
+    let base = h.base.as_str();
+    poll("a session admitted after the only one closed")
+        .until(|| async move {
+            let mut ws = open(base).await;
+            let first = next_json(&mut ws).await;
+            match first["type"].as_str() {
+                Some("session.created") => Ok(()),
+                _ => {
+                    assert_eq!(first["error"]["code"], "capacity_exceeded", "{first}");
+                    Err(first.to_string())
+                }
             }
-            _ => assert_eq!(first["error"]["code"], "capacity_exceeded", "{first}"),
-        }
-    }
-    assert!(admitted, "no session admitted after the only one closed");
+        })
+        .await;
     h.stop().await;
 }
 
@@ -264,7 +255,9 @@ async fn client_answering_pings_survives() {
             Err(_) => break,
             Ok(Some(Ok(Frame::Ping(p)))) => {
                 pings += 1;
-                ws.send(Message::Pong(p)).await.expect("pong sent");
+                timed("a pong", ws.send(Message::Pong(p)))
+                    .await
+                    .expect("pong sent");
             }
             Ok(Some(Ok(Frame::Pong(_)))) => {}
             Ok(other) => panic!("the session ended while answering pings: {other:?}"),
@@ -297,7 +290,9 @@ async fn idle_session_is_evicted_even_while_answering_pings() {
             .expect("frame decodes");
         match frame {
             Frame::Ping(p) => {
-                ws.send(Message::Pong(p)).await.expect("pong sent");
+                timed("a pong", ws.send(Message::Pong(p)))
+                    .await
+                    .expect("pong sent");
                 pongs += 1;
             }
             Frame::Text(b) => {
@@ -360,29 +355,27 @@ async fn stats_count_failures() {
     let mut script = Script::echo();
     script.reject_status = Some(500);
     h.fake.set_script(script);
-    let mut failed = false;
-    for _ in 0..20 {
-        let mut ws = open(&h.base).await;
-        let (error, _) = expect_close(&mut ws).await;
-        let error = error.expect("an error event");
-        match error["error"]["code"].as_str() {
-            Some("upstream_rejected") => {
-                failed = true;
-                break;
+    let base = h.base.as_str();
+    poll("the slot released, for a session the upstream rejects")
+        .until(|| async move {
+            let mut ws = open(base).await;
+            let (error, _) = expect_close(&mut ws).await;
+            let error = error.expect("an error event");
+            match error["error"]["code"].as_str() {
+                Some("upstream_rejected") => Ok(()),
+                _ => {
+                    assert_eq!(error["error"]["code"], "capacity_exceeded", "{error}");
+                    Err(error.to_string())
+                }
             }
-            _ => assert_eq!(error["error"]["code"], "capacity_exceeded", "{error}"),
-        }
-    }
-    assert!(failed, "the slot was never released");
+        })
+        .await;
 
-    // The failed session's release is async too: poll /stats a bounded number of times.
-    let mut s = stats(&h.http()).await;
-    for _ in 0..50 {
-        if s["closed_by_reason"]["upstream_rejected"].as_u64() == Some(1) {
-            break;
-        }
-        s = stats(&h.http()).await;
-    }
+    // The failed session's release is async too.
+    let s = stats::wait_until(&h.http(), "upstream_rejected closed", |s| {
+        s["closed_by_reason"]["upstream_rejected"].as_u64() == Some(1)
+    })
+    .await;
     assert!(
         s["rejected_by_reason"]["capacity_exceeded"].as_u64() >= Some(1),
         "{s}"

@@ -1,39 +1,26 @@
 //! The warm upstream pool: hits, misses, expiry, per-model shelves, replay of `session.created`,
 //! and one upstream per client. Every relay here runs one worker (`WORKERS=1`) so the single
 //! per-worker pool is the whole pool.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
 use fake_upstream::{Frame, Script};
 
-/// Reads `/metrics` until the sample named `series` (exact text before the value) reaches `want`;
-/// bounded by `T`. The pool fills in the background, and its gauge is the only outside view of it.
-async fn wait_metric(h: &Harness, series: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let body = metrics(h).await;
-        let value = metric(&body, series);
-        if value == Some(want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} never reached {want} (last {value:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::common::{poll::poll, *};
 
-fn metric(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+/// Reads `/metrics` until the sample `series` reaches `want`; bounded by `T`. The pool fills in
+/// the background, and its gauge is the only outside view of it.
+async fn wait_metric(h: &Harness, series: &str, want: f64) {
+    poll(format!("{series} reaching {want}"))
+        .until(|| async move {
+            let value = prom::sample(&metrics(h).await, series);
+            if value == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("{value:?}"))
+            }
+        })
+        .await
 }
 
 /// The pool series `relay_upstream_pool_{name}` for `model`, as it stands before its value.
@@ -43,7 +30,7 @@ fn pool_series(name: &str, model: &str) -> String {
 
 /// The value of `relay_upstream_pool_{name}` for `model` in one `/metrics` text.
 fn pool_metric(body: &str, name: &str, model: &str) -> Option<f64> {
-    metric(body, &pool_series(name, model))
+    prom::sample(body, &pool_series(name, model))
 }
 
 /// `/metrics` as text.
