@@ -14,6 +14,7 @@
 mod common;
 
 mod backpressure;
+mod billing;
 mod binary;
 mod deploy;
 mod failures;
