@@ -251,3 +251,47 @@ async fn stats_keep_a_stable_key_order() {
     }
     h.stop().await;
 }
+
+/// With client tokens on and neither ADMIN_TOKEN nor ADMIN_PORT, /stats and /metrics answer
+/// this host (200) but a client forwarded by a trusted proxy from elsewhere gets 403
+/// `admin_loopback_only`; with ADMIN_TOKEN set, the token is what decides, from anywhere.
+#[actix_web::test]
+async fn admin_data_stays_on_this_host_when_tokens_are_on() {
+    let far = [("X-Forwarded-For", "203.0.113.9")];
+    let h = start(Script::echo(), &[("RELAY_TOKENS", "a:tok-admin-test-1")]).await;
+    for path in ["/stats", "/metrics"] {
+        let url = format!("{}{path}", h.http());
+        assert_eq!(request(Method::GET, &url, &[]).await.status, 200, "{path}");
+        let res = request(Method::GET, &url, &far).await;
+        assert_eq!(res.status, 403, "{path}: {}", res.body);
+        assert_eq!(res.json()["error"]["code"], "admin_loopback_only", "{path}");
+    }
+    h.stop().await;
+
+    let h = start(
+        Script::echo(),
+        &[
+            ("RELAY_TOKENS", "a:tok-admin-test-1"),
+            ("ADMIN_TOKEN", "admin-token-test-0123"),
+        ],
+    )
+    .await;
+    let url = format!("{}/stats", h.http());
+    assert_eq!(request(Method::GET, &url, &far).await.status, 401);
+    let with_token = [
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("Authorization", "Bearer admin-token-test-0123"),
+    ];
+    assert_eq!(request(Method::GET, &url, &with_token).await.status, 200);
+    h.stop().await;
+}
+
+/// Without client tokens (an open relay) nothing changes: /stats answers a forwarded client.
+#[actix_web::test]
+async fn open_relay_admin_data_is_not_loopback_only() {
+    let h = start(Script::echo(), &[]).await;
+    let url = format!("{}/stats", h.http());
+    let res = request(Method::GET, &url, &[("X-Forwarded-For", "203.0.113.9")]).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    h.stop().await;
+}
