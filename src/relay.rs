@@ -76,6 +76,10 @@ impl TokenReloader {
     }
 }
 
+/// The least time a drain keeps the listener open (answering 503), bounded by
+/// `SHUTDOWN_TIMEOUT`.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// What a drain did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
@@ -303,6 +307,7 @@ impl Relay {
     /// client gets `server_shutting_down` and close 1012 (its upstream closed too), then this
     /// waits until no session is left or `SHUTDOWN_TIMEOUT` has passed, and stops the server.
     pub async fn drain(&self) -> DrainReport {
+        let began = tokio::time::Instant::now();
         self.draining.store(true, Ordering::SeqCst);
         let sessions = self.registry.send(Drain).await.unwrap_or(0);
         log::info!("draining: told {sessions} session(s) to end");
@@ -321,6 +326,9 @@ impl Relay {
             log::info!("drain: all sessions ended");
         }
         let _ = self.registry.send(SaveUsage).await;
+        // Clients (and load balancers) that arrive during a short drain get the promised 503,
+        // not a refused connection: keep listening for at least DRAIN_LINGER.
+        tokio::time::sleep_until(began + DRAIN_LINGER.min(self.shutdown_timeout)).await;
         self.handle.stop(true).await;
         DrainReport { sessions, cut }
     }

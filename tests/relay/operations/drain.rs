@@ -68,6 +68,23 @@ async fn drain_ends_live_sessions_and_refuses_new_ones() {
     h.stop().await;
 }
 
+/// A client that arrives just after the last session ended still gets the promised 503
+/// `server_shutting_down`, not a refused connection: the drain keeps listening for a moment.
+#[actix_web::test]
+async fn a_late_upgrade_during_a_short_drain_gets_503() {
+    let h = start(Script::echo(), &[]).await;
+    let mut a = connect(&h, "/realtime").await;
+    let url = format!("{}/realtime", h.base);
+    let late = async {
+        expect_failure(&mut a, "server_shutting_down", 1012).await;
+        // The only session is gone: the drain has nothing left to wait for.
+        expect_upgrade_refused(&url, 503).await;
+    };
+    let (report, ()) = futures_util::join!(timed("the drain", h.relay.drain()), late);
+    assert_eq!(report.sessions, 1);
+    h.stop().await;
+}
+
 /// A client that never reads (its socket full of streamed events) does not hold the drain: with
 /// SHUTDOWN_TIMEOUT at ten minutes the drain still returns at once, reporting 1 session, 0 cut.
 #[actix_web::test]
