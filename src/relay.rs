@@ -25,7 +25,6 @@ use crate::{
     },
     config::Config,
     http::{self, AppState},
-    session::actor::CLOSE_GRACE,
     ops::{
         metrics::Metrics,
         throttle::{self, Throttle},
@@ -34,6 +33,7 @@ use crate::{
         identity::{Authenticator, JwtVerifier, Tokens},
         safety::Safety,
     },
+    session::actor::CLOSE_GRACE,
     upstream::{
         dial::{Dialer, DialerSettings, Reports},
         pool::per_worker,
@@ -144,6 +144,41 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         pool_max_idle: config.pool.max_idle,
         failures: Arc::new(Throttle::new(throttle::WINDOW)),
     };
+    let listeners = Listeners {
+        public: listener,
+        admin: admin_listener,
+    };
+    let server = http_server(&config, state, dialing, listeners)?;
+    let handle = server.handle();
+    let server = actix_web::rt::spawn(server);
+    Ok(Relay {
+        addr,
+        admin_addr,
+        authenticator,
+        tokens_file: config.protection.tokens_file.clone(),
+        handle,
+        registry,
+        live,
+        draining,
+        shutdown_timeout: config.shutdown_timeout,
+        server,
+    })
+}
+
+/// The relay's listening sockets: the public one, and the admin one when `ADMIN_PORT` is set.
+struct Listeners {
+    public: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+}
+
+/// The HTTP server on `listeners`: one `Dialer` per worker, TCP_USER_TIMEOUT on client sockets,
+/// the session's close grace as the disconnect timeout, no signal handling of its own.
+fn http_server(
+    config: &Config,
+    state: web::Data<AppState>,
+    dialing: DialerSettings,
+    listeners: Listeners,
+) -> io::Result<actix_web::dev::Server> {
     let user_timeout = config.heartbeat_interval * 3;
     let server = HttpServer::new(move || {
         App::new()
@@ -177,26 +212,12 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     // Sessions are drained before the server stops; what is left after that is cut.
     .shutdown_timeout(1)
     .disable_signals()
-    .listen(listener)?;
-    let server = match admin_listener {
+    .listen(listeners.public)?;
+    Ok(match listeners.admin {
         Some(l) => server.listen(l)?,
         None => server,
     }
-    .run();
-    let handle = server.handle();
-    let server = actix_web::rt::spawn(server);
-    Ok(Relay {
-        addr,
-        admin_addr,
-        authenticator,
-        tokens_file: config.protection.tokens_file.clone(),
-        handle,
-        registry,
-        live,
-        draining,
-        shutdown_timeout: config.shutdown_timeout,
-        server,
-    })
+    .run())
 }
 
 /// Who may connect: `RELAY_TOKENS` / `RELAY_TOKENS_FILE` and `RELAY_JWT_SECRET`, or nobody
