@@ -70,6 +70,10 @@ fn is_continuation_overflow(e: &io::Error) -> bool {
     e.to_string().contains("maximum continuation size")
 }
 
+/// What one frame waiting in the pre-open queue costs besides its payload: its queue slot and
+/// message header, rounded up (`size_of::<(Message, usize)>()` is 40 bytes on 64-bit targets).
+pub(crate) const QUEUED_FRAME_COST: usize = 64;
+
 /// What the client reader needs besides its stream.
 pub(crate) struct FromClient {
     pub(crate) id: SessionId,
@@ -108,7 +112,9 @@ pub(crate) async fn read_client(
             },
             item = stream.next() => match classify(item, &mut client, &shared, max_queued) {
                 Step::Data(msg, len) => {
-                    queued += len;
+                    // Each queued frame costs its bookkeeping too, so empty or tiny frames
+                    // cannot queue without bound.
+                    queued += len + QUEUED_FRAME_COST;
                     if queued > max_queued {
                         return CloseReason::ClientQueueOverflow { limit: max_queued };
                     }
@@ -183,4 +189,14 @@ async fn forward(
     let sent = writer.send(msg).await.is_ok();
     shared.upstream_write_blocked.set(false);
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_frame_cost_covers_a_queue_slot() {
+        assert!(std::mem::size_of::<(Message, usize)>() <= QUEUED_FRAME_COST);
+    }
 }

@@ -49,14 +49,18 @@ pub(crate) struct Closing {
 /// every sender is gone.
 pub(crate) async fn write_upstream(mut rx: mpsc::Receiver<Message>, mut sink: wire::Writer) {
     while let Some(msg) = rx.recv().await {
-        // Encode every frame already waiting, then write once: one write carries them all.
+        // Encode the frames already waiting, then write once: one write carries them all. A batch
+        // stops growing at BATCH_BYTES, so the write buffer holds at most one large message (or
+        // BATCH_BYTES of small ones) on top of what the queue holds.
         let mut is_close = matches!(msg, Message::Close(_));
+        let mut batched = payload_len(&msg);
         if sink.encode(msg).is_err() {
             return;
         }
-        while !is_close {
+        while !is_close && batched < BATCH_BYTES {
             let Ok(next) = rx.try_recv() else { break };
             is_close = matches!(next, Message::Close(_));
+            batched += payload_len(&next);
             if sink.encode(next).is_err() {
                 return;
             }
@@ -64,6 +68,17 @@ pub(crate) async fn write_upstream(mut rx: mpsc::Receiver<Message>, mut sink: wi
         if sink.flush().await.is_err() || is_close {
             return;
         }
+    }
+}
+
+/// A write batch stops taking more waiting frames once it holds this many payload bytes.
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
+
+fn payload_len(msg: &Message) -> usize {
+    match msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
     }
 }
 

@@ -15,6 +15,7 @@ mod common;
 
 mod backpressure;
 mod billing;
+mod bounds;
 mod binary;
 mod deploy;
 mod failures;
