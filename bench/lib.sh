@@ -61,7 +61,10 @@ start_relay() {
     local relay=$1 log=$2 upstream=$3
     shift 3
     RELAY_PORT=$("$BENCH" free-port)
+    # Its own usage state file beside the log: a relay running from the repository (a `--demo`,
+    # say) holds the default one's lock.
     env OPENAI_API_URL="$upstream" OPENAI_API_KEY=bench HOST=127.0.0.1 PORT="$RELAY_PORT" \
+        USAGE_STATE_FILE="$log.usage.json" \
         RUST_LOG="${RELAY_LOG_LEVEL:-warn}" "$@" "$relay" >"$log" 2>&1 &
     RELAY_PID=$!
     wait_health "$RELAY_PORT" 20 || die "the relay did not answer /health: $(tail -5 "$log")"

@@ -1,5 +1,6 @@
 //! Why a session ended, and how each ending looks on the wire: which side caused it, the close
-//! code the client receives, the `error` event sent before it (for failures), and the metric label.
+//! code the client receives, the `error` event sent before it (for failures, except a client's
+//! protocol violation, which gets the close frame alone), and the metric label.
 
 use std::fmt;
 
@@ -14,8 +15,12 @@ pub(crate) enum CloseReason {
     ClientGone,
     /// The client sent something that is not valid WebSocket.
     ClientProtocolError,
-    /// The client sent a message over `MAX_MESSAGE_SIZE`.
+    /// The client sent a text message that is not UTF-8.
+    ClientInvalidUtf8,
+    /// The client sent a message over `MAX_MESSAGE_SIZE`, or a frame whose header announced more.
     ClientMessageTooLarge { limit: usize },
+    /// The client split a message into more fragments than the relay keeps track of.
+    ClientTooManyFragments { limit: usize },
     /// The client sent more than the pre-open queue holds before the upstream was ready.
     ClientQueueOverflow { limit: usize },
     /// The client stopped reading while the upstream kept sending.
@@ -77,7 +82,10 @@ impl CloseReason {
             ClientClosed { .. } => "client_closed",
             ClientGone => "client_gone",
             ClientProtocolError => "client_protocol_error",
-            ClientMessageTooLarge { .. } => "client_message_too_large",
+            ClientInvalidUtf8 => "client_invalid_utf8",
+            ClientMessageTooLarge { .. } | ClientTooManyFragments { .. } => {
+                "client_message_too_large"
+            }
             ClientQueueOverflow { .. } => "client_queue_overflow",
             ClientTooSlow => "client_too_slow",
             HeartbeatTimeout => "heartbeat_timeout",
@@ -116,10 +124,11 @@ impl CloseReason {
     ];
 
     /// Every label, for pre-registering metric series.
-    pub(crate) const LABELS: [&'static str; 27] = [
+    pub(crate) const LABELS: [&'static str; 28] = [
         "client_closed",
         "client_gone",
         "client_protocol_error",
+        "client_invalid_utf8",
         "client_message_too_large",
         "client_queue_overflow",
         "client_too_slow",
@@ -153,7 +162,10 @@ impl CloseReason {
             ClientClosed { code, .. } => *code,
             ClientGone => return None,
             ClientProtocolError => 1002,
-            ClientMessageTooLarge { .. } | UpstreamMessageTooLarge { .. } => 1009,
+            ClientInvalidUtf8 => 1007,
+            ClientMessageTooLarge { .. }
+            | ClientTooManyFragments { .. }
+            | UpstreamMessageTooLarge { .. } => 1009,
             ClientQueueOverflow { .. } => 1008,
             ClientTooSlow => 1008,
             HeartbeatTimeout => 1001,
@@ -192,8 +204,9 @@ impl CloseReason {
         truncate_utf8(&text, MAX_REASON_BYTES).to_string()
     }
 
-    /// The `error.code` of the event sent before the close; `None` for endings that are not
-    /// failures (the client closed, the upstream closed cleanly, or the client is gone).
+    /// The `error.code` of the event sent before the close (and the close reason); `None` for
+    /// endings that are not failures (the client closed, the upstream closed cleanly, or the
+    /// client is gone).
     pub(crate) fn code(&self) -> Option<&'static str> {
         use CloseReason::*;
         match self {
@@ -203,7 +216,10 @@ impl CloseReason {
                 _ => Some("upstream_closed"),
             },
             ClientProtocolError => Some("invalid_websocket_frame"),
-            ClientMessageTooLarge { .. } => Some("message_too_large"),
+            ClientInvalidUtf8 => Some("invalid_utf8"),
+            ClientMessageTooLarge { .. } | ClientTooManyFragments { .. } => {
+                Some("message_too_large")
+            }
             UpstreamMessageTooLarge { .. } => Some("upstream_message_too_large"),
             IdleTimeout => Some("session_idle_timeout"),
             other => Some(other.label()),
@@ -217,9 +233,13 @@ impl CloseReason {
             ClientClosed { code, .. } => format!("The client closed the session ({code})."),
             ClientGone => "The client disconnected without a close frame.".into(),
             ClientProtocolError => "The client sent an invalid WebSocket frame.".into(),
+            ClientInvalidUtf8 => "The client sent a text message that is not valid UTF-8.".into(),
             ClientMessageTooLarge { limit } => format!(
                 "The message is larger than the relay's limit of {limit} bytes (MAX_MESSAGE_SIZE)."
             ),
+            ClientTooManyFragments { limit } => {
+                format!("The message came in more than {limit} fragments, the relay's limit.")
+            }
             ClientQueueOverflow { limit } => format!(
                 "The client sent more than {limit} bytes before the upstream connection was open."
             ),
@@ -289,8 +309,24 @@ impl CloseReason {
         }
     }
 
+    /// Whether the client broke the WebSocket protocol (1002, 1007, 1009): RFC 6455 §7.1.7 says
+    /// to fail the connection, so the close frame is all it gets.
+    pub(crate) fn fails_the_connection(&self) -> bool {
+        use CloseReason::*;
+        matches!(
+            self,
+            ClientProtocolError
+                | ClientInvalidUtf8
+                | ClientMessageTooLarge { .. }
+                | ClientTooManyFragments { .. }
+        )
+    }
+
     /// The OpenAI-shaped `error` event sent to the client before the close frame, if any.
     pub(crate) fn error_event(&self, event_id: &str) -> Option<String> {
+        if self.fails_the_connection() {
+            return None;
+        }
         let code = self.code()?;
         Some(error_event(event_id, code, &self.message()))
     }
@@ -410,11 +446,6 @@ mod tests {
                 1011,
             ),
             (CloseReason::IdleTimeout, "session_idle_timeout", 1000),
-            (
-                CloseReason::ClientMessageTooLarge { limit: 1 },
-                "message_too_large",
-                1009,
-            ),
             (CloseReason::ShuttingDown, "server_shutting_down", 1012),
         ];
         for (reason, code, close) in cases {
@@ -426,6 +457,38 @@ mod tests {
             assert_eq!(event["error"]["type"], "relay_error");
             assert_eq!(event["error"]["code"], code);
         }
+    }
+
+    /// A client's protocol violation gets a close frame with a code and a reason, and no event.
+    #[test]
+    fn protocol_violations_get_the_close_frame_alone() {
+        let cases = [
+            (
+                CloseReason::ClientProtocolError,
+                1002,
+                "invalid_websocket_frame",
+            ),
+            (CloseReason::ClientInvalidUtf8, 1007, "invalid_utf8"),
+            (
+                CloseReason::ClientMessageTooLarge { limit: 1 },
+                1009,
+                "message_too_large",
+            ),
+            (
+                CloseReason::ClientTooManyFragments { limit: 1 },
+                1009,
+                "message_too_large",
+            ),
+        ];
+        for (reason, close, text) in cases {
+            assert!(reason.fails_the_connection(), "{reason:?}");
+            assert_eq!(reason.error_event("evt_1"), None, "{reason:?}");
+            assert_eq!(reason.client_code(), Some(close), "{reason:?}");
+            assert_eq!(reason.client_reason(), text, "{reason:?}");
+            assert!(CloseReason::LABELS.contains(&reason.label()), "{reason:?}");
+        }
+        assert!(!CloseReason::ClientQueueOverflow { limit: 1 }.fails_the_connection());
+        assert!(!CloseReason::UpstreamMessageTooLarge { limit: 1 }.fails_the_connection());
     }
 
     #[test]

@@ -25,11 +25,14 @@
 //!   identity) and `admin.rs` (`/health`, `/stats`, `/metrics`, CORS, 404).
 //! - `admission/`: the `Registry` (capacity, models, budgets, per-client limits, the usage
 //!   ledger), its messages, `/stats`, and the `Reaper` (heartbeats, idle eviction).
-//! - `session/`: the `Session` actor, its messages, the client pump, the state the pumps share.
+//! - `session/`: the `Session` actor, its messages, the client pump, the state the pumps share,
+//!   heartbeat liveness.
 //! - `upstream/`: TLS, the per-worker dialer and warm pool, the socket after its handshake, the
 //!   `Upstream` actor and its two pumps.
-//! - `protection/`: who a client is (tokens, JWTs, its address behind `TRUSTED_PROXIES`) and what
-//!   the upstream says it used (`response.done`, the daily ledger).
+//! - `protection/`: who a client is (tokens, JWTs, its address behind `TRUSTED_PROXIES`), the
+//!   throttle on failed authentication, the model allow-list on every path, the safety
+//!   identifier, and what the upstream says it used (`response.done`, the daily ledger, its state
+//!   file).
 //! - `ops/`: metrics, log formats, repeated warnings collapsed.
 //!
 //! No two files import each other: actors reach each other through `Recipient`s of the messages

@@ -27,11 +27,13 @@ use crate::{
     http::{self, AppState},
     ops::{
         metrics::Metrics,
-        throttle::{self, Throttle},
+        throttle::{self, RefusalLog, Throttle},
     },
     protection::{
-        identity::{Authenticator, JwtVerifier, Tokens},
+        identity::{Authenticator, Tokens},
+        models::AllowedModels,
         safety::Safety,
+        usage::StateLock,
     },
     session::actor::CLOSE_GRACE,
     upstream::{
@@ -53,6 +55,8 @@ pub struct Relay {
     draining: Arc<AtomicBool>,
     shutdown_timeout: Duration,
     server: actix_web::rt::task::JoinHandle<io::Result<()>>,
+    /// One relay per `USAGE_STATE_FILE`, for as long as this one runs.
+    _usage_lock: Arc<StateLock>,
 }
 
 /// Re-reads `RELAY_TOKENS_FILE` into the running relay (SIGHUP).
@@ -123,8 +127,11 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let mut models = vec![config.default_model.clone()];
     models.extend(config.protection.allowed_models.iter().cloned());
     let metrics = Arc::new(Metrics::new(&pool_models, &models));
-    let authenticator = Arc::new(authenticator(&config)?);
-    let (registry, live) = start_admission(&config, metrics.clone());
+    let authenticator =
+        Arc::new(Authenticator::from_config(&config.protection).map_err(io::Error::other)?);
+    let usage_lock = Arc::new(StateLock::acquire(&config.protection.usage_state_file)?);
+    let safety = Safety::load(&config.protection)?;
+    let (registry, live) = start_admission(&config, metrics.clone(), &usage_lock)?;
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(app_state(
         &config,
@@ -133,6 +140,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         admin_addr,
         &draining,
         &authenticator,
+        safety,
     ));
     // `awc::Client` is not `Send`: every worker builds its own dialer (and warm pool) from these.
     let dialing = DialerSettings {
@@ -162,6 +170,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         draining,
         shutdown_timeout: config.shutdown_timeout,
         server,
+        _usage_lock: usage_lock,
     })
 }
 
@@ -180,9 +189,14 @@ fn http_server(
     listeners: Listeners,
 ) -> io::Result<actix_web::dev::Server> {
     let user_timeout = config.heartbeat_interval * 3;
+    let allowed_models =
+        web::Data::new(AllowedModels::new(config.protection.allowed_models.clone()));
+    let refusals = web::Data::new(RefusalLog::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(allowed_models.clone())
+            .app_data(refusals.clone())
             .app_data(Dialer::new(
                 &dialing,
                 Reports {
@@ -220,27 +234,13 @@ fn http_server(
     .run())
 }
 
-/// Who may connect: `RELAY_TOKENS` / `RELAY_TOKENS_FILE` and `RELAY_JWT_SECRET`, or nobody
-/// checked (open proxy).
-fn authenticator(config: &Config) -> io::Result<Authenticator> {
-    let p = &config.protection;
-    let tokens = match (&p.tokens, &p.tokens_file) {
-        (Some(list), _) => Some(Tokens::parse_list(list.expose()).map_err(io::Error::other)?),
-        (None, Some(path)) => Some(Tokens::load_file(path).map_err(io::Error::other)?),
-        (None, None) => None,
-    };
-    Ok(Authenticator::new(
-        tokens,
-        p.jwt_secret.as_ref().map(JwtVerifier::new),
-    ))
-}
-
-/// The registry (with its limits and ledger) and the reaper, on the calling arbiter; and the
-/// live session count the drain waits on.
+/// The registry (with its limits and ledger, saved while `usage_lock` is held) and the reaper, on
+/// the calling arbiter; and the live session count the drain waits on.
 fn start_admission(
     config: &Config,
     metrics: Arc<Metrics>,
-) -> (Addr<Registry>, tokio::sync::watch::Receiver<usize>) {
+    usage_lock: &Arc<StateLock>,
+) -> io::Result<(Addr<Registry>, tokio::sync::watch::Receiver<usize>)> {
     let p = &config.protection;
     let registry = Registry::new(config.max_connections, metrics)
         .with_limits(Limits {
@@ -250,7 +250,7 @@ fn start_admission(
             daily_budget: p.daily_token_budget,
             client_budget: p.client_daily_token_budget,
         })
-        .with_usage_file(p.usage_state_file.clone());
+        .with_usage_file(p.usage_state_file.clone(), usage_lock)?;
     let live = registry.watch_live();
     let registry = registry.start();
     Reaper::new(
@@ -259,7 +259,7 @@ fn start_admission(
         config.inactivity_timeout,
     )
     .start();
-    (registry, live)
+    Ok((registry, live))
 }
 
 /// With client tokens on, the admin data is not for every client: unless `ADMIN_TOKEN` or
@@ -285,6 +285,7 @@ fn app_state(
     admin_addr: Option<SocketAddr>,
     draining: &Arc<AtomicBool>,
     authenticator: &Arc<Authenticator>,
+    safety: Safety,
 ) -> AppState {
     let p = &config.protection;
     AppState {
@@ -303,13 +304,7 @@ fn app_state(
         admin_loopback_only: admin_loopback_only(config),
         draining: draining.clone(),
         authenticator: authenticator.clone(),
-        safety: Safety {
-            mode: p.safety_identifier,
-            salt: p
-                .safety_identifier_salt
-                .clone()
-                .unwrap_or_else(|| config.upstream.api_key.clone()),
-        },
+        safety,
         max_session_duration: p.max_session_duration,
     }
 }

@@ -9,6 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    io,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -27,7 +28,7 @@ use crate::{
     },
     close::{budget_words, CloseReason},
     ops::metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
-    protection::usage::{self, Budget, Ledger, Usage},
+    protection::usage::{self, Budget, Ledger, StateLock, Usage, Writer},
     session::msg::{BudgetSpent, End, SessionHandle, SessionId},
 };
 
@@ -54,13 +55,17 @@ pub(crate) struct Registry {
     limits: Limits,
     buckets: RateBuckets,
     ledger: Ledger,
-    /// Where the ledger is saved; `None` in unit tests.
-    usage_file: Option<PathBuf>,
+    /// Saves the ledger to the usage state file, off this actor's thread; `None` in unit tests.
+    usage_writer: Option<Writer>,
     usage_dirty: bool,
 }
 
 /// How often the usage state file is written while usage changes.
 pub(crate) const USAGE_SAVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long the drain waits for the final save of the usage state file (a disk that hangs must
+/// not hold the shutdown past its bound; the file on disk is then the previous save).
+const FINAL_SAVE_WAIT: Duration = Duration::from_secs(3);
 
 impl Registry {
     pub(crate) fn new(max_connections: usize, metrics: Arc<Metrics>) -> Registry {
@@ -78,7 +83,7 @@ impl Registry {
             limits: Limits::default(),
             buckets: RateBuckets::default(),
             ledger: Ledger::default(),
-            usage_file: None,
+            usage_writer: None,
             usage_dirty: false,
         }
     }
@@ -89,26 +94,39 @@ impl Registry {
         self
     }
 
-    /// Loads (and later saves) the usage ledger at `path`; a corrupt file is set aside.
-    pub(crate) fn with_usage_file(mut self, path: PathBuf) -> Registry {
-        let (ledger, warning) = Ledger::load_or_quarantine(&path);
+    /// Loads the usage ledger at `path` (a corrupt file is set aside; daily counts saved on a
+    /// day after today are not today's), and from now on saves it there through a writer
+    /// thread, while `lock` is held. Err if the thread cannot start.
+    pub(crate) fn with_usage_file(
+        mut self,
+        path: PathBuf,
+        lock: &Arc<StateLock>,
+    ) -> io::Result<Registry> {
+        let (mut ledger, warning) = Ledger::load_or_quarantine(&path);
         if let Some(w) = warning {
             log::warn!("{w}");
         }
+        let today = today();
+        if let Some(saved) = ledger.settle(today) {
+            log::warn!(
+                "usage state file {} was saved on UTC day {saved}, {} day(s) after today ({today}): \
+                 the clock was ahead then or is behind now; today's counts start from zero \
+                 (lifetime totals kept)",
+                path.display(),
+                saved - today
+            );
+        }
         self.ledger = ledger;
-        self.usage_file = Some(path);
-        self
+        self.usage_writer = Some(Writer::spawn(path, Arc::downgrade(lock))?);
+        Ok(self)
     }
 
-    fn save_usage(&mut self) {
-        let Some(path) = &self.usage_file else { return };
-        match self.ledger.save(path) {
-            Ok(()) => self.usage_dirty = false,
-            Err(e) => log::error!(
-                "usage state: cannot write {}: {e}; counts since the last save are at risk",
-                path.display()
-            ),
-        }
+    /// Hands a copy of the ledger to the writer thread and returns at once, with the number to
+    /// await the write with.
+    fn save_usage(&mut self) -> Option<u64> {
+        let writer = self.usage_writer.as_mut()?;
+        self.usage_dirty = false;
+        Some(writer.submit(self.ledger.clone()))
     }
 
     /// Records usage, and returns the budget it spent, if it just spent one.
@@ -119,17 +137,23 @@ impl Registry {
         usage: &Usage,
     ) -> Option<Budget> {
         let day = today();
-        self.ledger.record(identity, model, usage, day);
-        self.usage_dirty = true;
-        let label = self.metrics.model_label(model);
-        for (kind, n) in usage.by_kind() {
-            if n > 0 {
-                self.metrics
-                    .tokens
-                    .with_label_values(&[label, kind])
-                    .inc_by(n);
-            }
+        if day < self.ledger.day {
+            log::warn!(
+                "usage: the clock went back from UTC day {} to {day}; counting for {day} starts from zero",
+                self.ledger.day
+            );
         }
+        if !self.ledger.record(identity, model, usage, day) {
+            // parse_usage already drops such counts; this keeps any other sender honest.
+            log::warn!(
+                identity = identity, largest = usage.largest();
+                "usage: a count above {} tokens in one event; not counted",
+                usage::MAX_EVENT_TOKENS
+            );
+            return None;
+        }
+        self.usage_dirty = true;
+        self.metrics.record_usage(model, usage);
         self.ledger.exhausted(
             identity,
             day,
@@ -140,12 +164,14 @@ impl Registry {
 
     /// Every admission rule except capacity, in the order a client would want to hear them.
     fn check_limits(&mut self, entry: &Entry, now: Instant) -> Result<(), Rejected> {
-        let model_refused = (!self.limits.allowed_models.is_empty()
-            && !self.limits.allowed_models.contains(&entry.model))
-            || entry
-                .credential_models
-                .as_ref()
-                .is_some_and(|m| !m.contains(&entry.model));
+        // The session's own name; the other names a URL carries (`intent:..` beside a model)
+        // were checked at the upgrade with the same rule (`protection/models.rs`).
+        let model_refused =
+            !crate::protection::models::admits(&self.limits.allowed_models, &entry.model)
+                || entry
+                    .credential_models
+                    .as_ref()
+                    .is_some_and(|m| !m.contains(&entry.model));
         if model_refused {
             return Err(Rejected::ModelNotAllowed {
                 model: entry.model.clone(),
@@ -337,6 +363,10 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(USAGE_SAVE_INTERVAL, |act, _| {
+            // A failed write is tried again, with the newest counts.
+            if act.usage_writer.as_ref().is_some_and(Writer::failed) {
+                act.usage_dirty = true;
+            }
             if act.usage_dirty {
                 act.save_usage();
             }
@@ -347,6 +377,7 @@ impl Actor for Registry {
         });
     }
 
+    /// Hands over the last counts; dropping the writer then waits for them to be written.
     fn stopped(&mut self, _: &mut Context<Self>) {
         if self.usage_dirty {
             self.save_usage();
@@ -375,10 +406,27 @@ impl Handler<RecordUsage> for Registry {
 }
 
 impl Handler<SaveUsage> for Registry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: SaveUsage, _: &mut Context<Self>) {
-        self.save_usage();
+    /// Answers once the ledger as of now is on disk (or failed, or [`FINAL_SAVE_WAIT`] passed);
+    /// the registry goes on admitting and counting meanwhile.
+    fn handle(&mut self, _: SaveUsage, _: &mut Context<Self>) -> Self::Result {
+        let seq = self.save_usage();
+        let written = seq
+            .zip(self.usage_writer.as_ref())
+            .map(|(s, w)| w.written(s));
+        Box::pin(async move {
+            let Some(written) = written else { return };
+            if tokio::time::timeout(FINAL_SAVE_WAIT, written)
+                .await
+                .is_err()
+            {
+                log::warn!(
+                    "usage state: the final save did not finish within {} s; not waiting for it",
+                    FINAL_SAVE_WAIT.as_secs()
+                );
+            }
+        })
     }
 }
 

@@ -1,8 +1,14 @@
 //! The WebSocket entry points `/`, `/realtime` and `/v1/realtime`: the checks before the
-//! upgrade, the handshake, the client's identity and the upstream query, and the start of its
-//! `Session`.
+//! upgrade, the handshake, the client's identity and the upstream query (every name the URL
+//! carries held to `ALLOWED_MODELS`), and the start of its `Session`. Refusals are logged through
+//! the relay's `RefusalLog`, at most one line per reason and address every few seconds.
 
-use std::{collections::HashMap, net::IpAddr, rc::Rc};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    rc::Rc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
 use actix_web::{
     http::{header, StatusCode},
@@ -14,10 +20,38 @@ use crate::{
     close::CloseReason,
     config::is_query_safe,
     http::{client_ip, json_error, not_found, origin, with_cors, AppState},
-    protection::identity::{presented_credential, Identity},
-    session::actor::{self as session, say_goodbye, Session},
+    ops::throttle::RefusalLog,
+    protection::{
+        identity::{presented_credential, AuthError, Identity},
+        models::{url_names, AllowedModels},
+    },
+    session::{
+        actor::{self as session, say_goodbye, Session},
+        client::guard_frames,
+    },
     upstream::dial::Dialer,
 };
+
+/// What the client's URL asks for upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Query {
+    /// The upstream query string (`model=..`, `intent=..`).
+    upstream: String,
+    /// The session's name in logs, `/stats`, usage and the registry's model check: its model, or
+    /// `intent:<intent>` when it has none.
+    model: String,
+    /// Every name the URL is held to `ALLOWED_MODELS` under (`protection/models.rs`).
+    names: Vec<String>,
+}
+
+/// Shared state `relay::start` registers beside `AppState` (`ALLOWED_MODELS`, the refusal log).
+/// Without it (a relay wired without), an empty `AllowedModels` leaves the model to the
+/// registry's check and a fresh `RefusalLog` writes every refusal.
+fn shared<T: Default + 'static>(req: &HttpRequest) -> web::Data<T> {
+    req.app_data::<web::Data<T>>()
+        .cloned()
+        .unwrap_or_else(|| web::Data::new(T::default()))
+}
 
 fn is_websocket_upgrade(req: &HttpRequest) -> bool {
     req.headers()
@@ -26,11 +60,12 @@ fn is_websocket_upgrade(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// The upstream query (`model=..`, `intent=..`) and the model name for logs.
+/// The upstream query (`model=..`, `intent=..`), the session's name and the names it is checked
+/// under.
 fn upstream_query(
     query: &HashMap<String, String>,
     default_model: &str,
-) -> Result<(String, String), CloseReason> {
+) -> Result<Query, CloseReason> {
     if query.contains_key("call_id") {
         return Err(CloseReason::InvalidRequest {
             detail: "call_id (attaching to a WebRTC or SIP call) is not supported by this relay"
@@ -50,11 +85,17 @@ fn upstream_query(
             }
         }
     }
-    Ok(match (model, intent) {
+    let names = url_names(model, intent, default_model);
+    let (upstream, model) = match (model, intent) {
         (Some(m), Some(i)) => (format!("model={m}&intent={i}"), m.to_string()),
         (Some(m), None) => (format!("model={m}"), m.to_string()),
-        (None, Some(i)) => (format!("intent={i}"), format!("intent:{i}")),
+        (None, Some(i)) => (format!("intent={i}"), names[0].clone()),
         (None, None) => (format!("model={default_model}"), default_model.to_string()),
+    };
+    Ok(Query {
+        upstream,
+        model,
+        names,
     })
 }
 
@@ -73,6 +114,9 @@ pub(crate) async fn realtime(
         .map(|q| q.into_inner())
         .unwrap_or_default();
 
+    // Client frames are checked from their headers as they arrive (size, reserved bits, control
+    // frames, fragments) before actix-ws buffers them.
+    let body = guard_frames(&req, body, state.max_message_size)?;
     let (response, client, stream) = actix_ws::handle_with_protocols(&req, body, &["realtime"])?;
     let stream = stream
         .max_frame_size(state.max_message_size)
@@ -80,18 +124,21 @@ pub(crate) async fn realtime(
         .max_continuation_size(state.max_message_size);
 
     let ip = client_ip(&state, &req);
-    match admit(&req, &state, &query, ip) {
-        Ok(((query, model), identity)) => {
+    let allowed = shared::<AllowedModels>(&req);
+    let refusals = shared::<RefusalLog>(&req);
+    match admit(&req, &state, &allowed, &query, ip) {
+        Ok((query, identity)) => {
             let dialer = req
                 .app_data::<Rc<Dialer>>()
                 .cloned()
                 .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))?;
-            let safety_id = state.safety.identifier(&identity, ip);
+            let address = state.authenticator.address_identity(ip);
+            let safety_id = state.safety.identifier(&identity, &address);
             actix::Actor::start(Session::new(session::Params {
                 client,
                 stream,
-                query,
-                model,
+                query: query.upstream,
+                model: query.model,
                 client_ip: ip,
                 identity,
                 safety_id,
@@ -101,14 +148,12 @@ pub(crate) async fn realtime(
                 dialer,
                 max_message_size: state.max_message_size,
                 inactivity_timeout: state.inactivity_timeout,
+                allowed_models: allowed.into_inner(),
+                refusals: refusals.into_inner(),
             }));
         }
         Err(reason) => {
-            log::warn!(
-                client = ip.map_or_else(|| "-".into(), |ip| ip.to_string()).as_str(),
-                reason = reason.label();
-                "session refused"
-            );
+            refusals.refused("session refused", reason.label(), ip, None, Instant::now());
             state.count_rejection(reason.label());
             say_goodbye(client, &reason, "relay_evt_refused");
             drop(stream);
@@ -152,11 +197,13 @@ fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResp
     {
         return None;
     }
-    log::warn!(
-        client = client_ip(state, req).map_or_else(|| "-".into(), |ip| ip.to_string()).as_str(),
-        reason = "origin_not_allowed",
-        origin:? = origin.unwrap_or("(none)");
-        "upgrade refused"
+    // One line per address and window, however many origins it tries.
+    shared::<RefusalLog>(req).refused(
+        "upgrade refused",
+        "origin_not_allowed",
+        client_ip(state, req),
+        Some(origin.unwrap_or("(none)")),
+        Instant::now(),
     );
     state.count_rejection("origin_not_allowed");
     Some(json_error(
@@ -172,13 +219,18 @@ fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResp
 }
 
 /// After the handshake: the upstream query and the client's identity, or why the session is
-/// refused (an invalid query, a missing or wrong credential).
+/// refused, in this order: an invalid query; an address that failed to authenticate too often
+/// (`rate_limited`, before its credential is looked at); a missing or wrong credential; a name
+/// of the URL besides the session's own (the `intent:..` of `?model=..&intent=..`) that
+/// `ALLOWED_MODELS` or the credential's `models` does not allow. The session's own name is
+/// checked at admission, in the registry's order.
 fn admit(
     req: &HttpRequest,
     state: &AppState,
+    allowed: &AllowedModels,
     query: &HashMap<String, String>,
     ip: Option<IpAddr>,
-) -> Result<((String, String), Identity), CloseReason> {
+) -> Result<(Query, Identity), CloseReason> {
     let presented = presented_credential(
         req.headers()
             .get(header::AUTHORIZATION)
@@ -187,16 +239,28 @@ fn admit(
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .filter_map(|v| v.to_str().ok()),
     );
-    let now_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let query = upstream_query(query, &state.default_model)?;
     let identity = state
         .authenticator
-        .authenticate(presented, ip, now_unix)
-        .map_err(|e| CloseReason::Unauthorized {
-            detail: e.to_string(),
+        .authenticate(presented, ip, now_unix, Instant::now())
+        .map_err(|e| match e {
+            AuthError::Throttled { per_minute } => CloseReason::RateLimited { per_minute },
+            other => CloseReason::Unauthorized {
+                detail: other.to_string(),
+            },
         })?;
+    let others: Vec<String> = query
+        .names
+        .iter()
+        .filter(|n| **n != query.model)
+        .cloned()
+        .collect();
+    if let Some(name) = allowed.first_refused(&others, identity.models.as_deref()) {
+        return Err(CloseReason::ModelNotAllowed { model: name.into() });
+    }
     Ok((query, identity))
 }
 
@@ -215,22 +279,45 @@ mod tests {
     fn query_forwards_model_and_intent_only() {
         let d = "gpt-realtime-mini";
         assert_eq!(
-            upstream_query(&q(&[]), d).expect("ok").0,
+            upstream_query(&q(&[]), d).expect("ok").upstream,
             "model=gpt-realtime-mini"
         );
         assert_eq!(
             upstream_query(&q(&[("model", "gpt-realtime"), ("api_key", "x")]), d)
                 .expect("ok")
-                .0,
+                .upstream,
             "model=gpt-realtime"
         );
         assert_eq!(
             upstream_query(&q(&[("intent", "transcription")]), d)
                 .expect("ok")
-                .0,
+                .upstream,
             "intent=transcription"
         );
         assert!(upstream_query(&q(&[("model", "a&b=c")]), d).is_err());
         assert!(upstream_query(&q(&[("call_id", "rtc_1")]), d).is_err());
+    }
+
+    /// The session is named by its model (or `intent:..` without one) and checked under every
+    /// name its URL carries: `?model=M&intent=I` under both.
+    #[test]
+    fn query_names() {
+        let d = "gpt-realtime-mini";
+        let both = upstream_query(
+            &q(&[("model", "gpt-realtime"), ("intent", "transcription")]),
+            d,
+        )
+        .expect("ok");
+        assert_eq!(both.upstream, "model=gpt-realtime&intent=transcription");
+        assert_eq!(both.model, "gpt-realtime");
+        assert_eq!(both.names, ["gpt-realtime", "intent:transcription"]);
+        let intent = upstream_query(&q(&[("intent", "transcription")]), d).expect("ok");
+        assert_eq!(intent.model, "intent:transcription");
+        assert_eq!(intent.names, ["intent:transcription"]);
+        let default = upstream_query(&q(&[]), d).expect("ok");
+        assert_eq!(
+            (default.model.as_str(), default.names.as_slice()),
+            (d, &[d.to_string()][..])
+        );
     }
 }

@@ -9,8 +9,8 @@
 use std::marker::PhantomData;
 
 use prometheus::{
-    core::Collector, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    core::Collector, CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::{close::CloseReason, protection::usage::Usage};
@@ -132,10 +132,17 @@ const TOKENS: Def<IntCounterVec> = Def::counters(
     "Tokens the upstream reported used (response.done, transcription), by model and kind.",
     &["model", "kind"],
 );
+const AUDIO_SECONDS: Def<CounterVec> = Def::seconds(
+    "relay_audio_seconds_total",
+    "Seconds of input audio the upstream reported transcribing and billing by duration \
+     (transcription usage of type duration), by model.",
+    &["model"],
+);
 const UNACCOUNTED_RESPONSES: Def<IntCounter> = Def::counter(
     "relay_unaccounted_responses_total",
     "Responses that ended without usage the relay could count: a response.done without a usage \
-     block, or still in flight when the relay closed the upstream after its usage grace.",
+     block or with counts no event can carry, or still in flight when the relay closed the \
+     upstream after its usage grace.",
 );
 
 /// Counters for one direction, cheap to clone into a pump.
@@ -181,6 +188,7 @@ pub struct Metrics {
     pub(crate) session_duration_seconds: Histogram,
     pub(crate) first_upstream_event_seconds: Histogram,
     pub(crate) tokens: IntCounterVec,
+    pub(crate) audio_seconds: CounterVec,
     pub(crate) unaccounted_responses: IntCounter,
     /// The closed set of `model` label values; anything else is counted as `other`.
     known_models: Vec<String>,
@@ -220,6 +228,7 @@ impl Metrics {
             session_duration_seconds: r.add(&SESSION_DURATION_SECONDS),
             first_upstream_event_seconds: r.add(&FIRST_UPSTREAM_EVENT_SECONDS),
             tokens: r.add(&TOKENS),
+            audio_seconds: r.add(&AUDIO_SECONDS),
             unaccounted_responses: r.add(&UNACCOUNTED_RESPONSES),
             known_models,
             registry: r.0,
@@ -251,6 +260,7 @@ impl Metrics {
             for (kind, _) in Usage::default().by_kind() {
                 self.tokens.with_label_values(&[model, kind]);
             }
+            self.audio_seconds.with_label_values(&[model]);
         }
         for model in pool_models {
             self.upstream_pool_warm.with_label_values(&[model]);
@@ -270,6 +280,22 @@ impl Metrics {
             .iter()
             .find(|m| *m == model)
             .map_or("other", String::as_str)
+    }
+
+    /// Counts usage the upstream reported for a session of `model`: tokens by kind
+    /// (`relay_tokens_total`) and audio billed by duration (`relay_audio_seconds_total`).
+    pub(crate) fn record_usage(&self, model: &str, usage: &Usage) {
+        let label = self.model_label(model);
+        for (kind, n) in usage.by_kind() {
+            if n > 0 {
+                self.tokens.with_label_values(&[label, kind]).inc_by(n);
+            }
+        }
+        if usage.audio_millis > 0 {
+            self.audio_seconds
+                .with_label_values(&[label])
+                .inc_by(usage.audio_seconds());
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -359,6 +385,17 @@ impl Def<IntCounterVec> {
     }
 }
 
+impl Def<CounterVec> {
+    /// A counter of a quantity with a fraction (seconds), with labels.
+    const fn seconds(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Def::new(name, help, labels, &[])
+    }
+}
+
 impl Def<Histogram> {
     const fn histogram(name: &'static str, help: &'static str, buckets: &'static [f64]) -> Self {
         Def::new(name, help, &[], buckets)
@@ -391,6 +428,12 @@ impl Make for IntGaugeVec {
 impl Make for IntCounterVec {
     fn make(def: &Def<Self>) -> prometheus::Result<Self> {
         IntCounterVec::new(Opts::new(def.name, def.help), def.labels)
+    }
+}
+
+impl Make for CounterVec {
+    fn make(def: &Def<Self>) -> prometheus::Result<Self> {
+        CounterVec::new(Opts::new(def.name, def.help), def.labels)
     }
 }
 
@@ -430,5 +473,39 @@ mod tests {
         assert_eq!(m.model_label("my-model"), "my-model");
         assert_eq!(m.model_label("gpt-realtime"), "gpt-realtime");
         assert_eq!(m.model_label("someone-elses"), "other");
+    }
+
+    /// Usage lands in the token counters by kind and, when billed by duration, in the audio
+    /// seconds counter of its model; every known model's audio series exists from the start.
+    #[test]
+    fn record_usage_counts_tokens_and_audio_seconds() {
+        let m = Metrics::new(&[], &["gpt-4o-transcribe".into()]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"relay_audio_seconds_total{model="gpt-4o-transcribe"} 0"#),
+            "{text}"
+        );
+        m.record_usage(
+            "gpt-4o-transcribe",
+            &Usage {
+                audio_millis: 2400,
+                ..Usage::default()
+            },
+        );
+        m.record_usage(
+            "unknown-model",
+            &Usage {
+                audio_millis: 500,
+                output_audio: 7,
+                ..Usage::default()
+            },
+        );
+        let audio = |model: &str| m.audio_seconds.with_label_values(&[model]).get();
+        assert_eq!(audio("gpt-4o-transcribe"), 2.4);
+        assert_eq!(audio("other"), 0.5);
+        assert_eq!(
+            m.tokens.with_label_values(&["other", "output_audio"]).get(),
+            7
+        );
     }
 }

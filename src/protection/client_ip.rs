@@ -3,6 +3,7 @@
 //! relay believes `X-Forwarded-For` / `X-Real-IP` only from peers in `TRUSTED_PROXIES`, and takes
 //! the right-most hop that is not itself a trusted proxy (hops to the left of it could be forged
 //! by the client). `config` parses the list; the HTTP upgrade asks it for each client's address.
+//! [`address_key`] is how an address is keyed when it stands for a client (`IPV6_PREFIX_LENGTH`).
 
 use std::net::IpAddr;
 
@@ -24,6 +25,28 @@ fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+/// The default `IPV6_PREFIX_LENGTH`: a household or host usually gets a whole /64 and may pick
+/// any address inside it, so one /64 is one client.
+pub(crate) const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// How an address is keyed when it stands for a client (identity, limits, the auth-failure
+/// throttle): an IPv4 address as it is; an IPv6 address cut to its first `v6_prefix` bits
+/// (1..=128) and written as a block (`2001:db8:1:2::/64`), or as the address itself at 128.
+/// IPv4-mapped IPv6 addresses are IPv4.
+pub(crate) fn address_key(ip: IpAddr, v6_prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) if v6_prefix >= 128 => v6.to_string(),
+        IpAddr::V6(v6) => {
+            // A prefix of 0 would make every IPv6 client one; config allows 1..=128.
+            let prefix = v6_prefix.max(1);
+            let mask = u128::MAX << (128 - u32::from(prefix));
+            let network = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{network}/{prefix}")
+        }
     }
 }
 
@@ -172,6 +195,31 @@ mod tests {
         assert_eq!(c, ip("198.51.100.8"));
         let none = loopback().client_ip(ip("127.0.0.1"), std::iter::empty(), None);
         assert_eq!(none, ip("127.0.0.1"));
+    }
+
+    /// IPv4 is keyed as it is; IPv6 by its prefix, as a block, or as itself at 128.
+    #[test]
+    fn address_keys() {
+        assert_eq!(address_key(ip("198.51.100.7"), 64), "198.51.100.7");
+        assert_eq!(address_key(ip("::ffff:198.51.100.7"), 64), "198.51.100.7");
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1"), 48),
+            "2001:db8:1::/48"
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1"), 128),
+            "2001:db8:1:2:aaaa::1"
+        );
+        assert_eq!(address_key(ip("2001:db8::1"), 1), "::/1");
+        assert_eq!(address_key(ip("::1"), 64), "::/64");
     }
 
     /// An unparseable hop stops the walk; unparseable list entries are returned as the error.

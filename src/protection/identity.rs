@@ -6,18 +6,27 @@
 //! official SDKs present an OpenAI key (`Authorization: Bearer`, or the browser subprotocol
 //! `openai-insecure-api-key.<token>`) and is either a named token (`tokens.rs`) or the `sub` of an
 //! HS256 JWT (`jwt.rs`). The `Authenticator` is built when the relay starts and shared by every
-//! worker; the HTTP upgrade calls it for each client; SIGHUP swaps its token list in place.
+//! worker; the HTTP upgrade calls it for each client; SIGHUP swaps its token list in place. It
+//! also keys addresses (an IPv6 client by its `IPV6_PREFIX_LENGTH` prefix, `client_ip.rs`) and
+//! refuses an address that failed too often before looking at its credential
+//! (`auth_failures.rs`).
 //! Nothing here logs, and no error or `Debug` output contains a credential.
 
 use std::{
     fmt,
     net::IpAddr,
     sync::{PoisonError, RwLock},
+    time::Instant,
 };
 
 pub use super::jwt::mint_jwt;
-use super::jwt::JwtError;
+use super::{
+    auth_failures::AuthFailures,
+    client_ip::{address_key, DEFAULT_IPV6_PREFIX},
+    jwt::JwtError,
+};
 pub(crate) use super::{jwt::JwtVerifier, tokens::Tokens};
+use crate::config::Protection;
 
 /// Who a client is: what limits, budgets, logs and /stats key on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,12 +47,13 @@ pub(crate) enum IdentityKind {
 }
 
 impl Identity {
-    /// The identity of an unauthenticated client: `ip:<address>`, or `ip:unknown`.
-    pub(crate) fn address(ip: Option<IpAddr>) -> Identity {
+    /// The identity of an unauthenticated client: `ip:<address>` (an IPv6 client by the first
+    /// `v6_prefix` bits of its address, `ip:2001:db8:1:2::/64`), or `ip:unknown`.
+    pub(crate) fn address(ip: Option<IpAddr>, v6_prefix: u8) -> Identity {
         // An IPv4 client reached over a dual-stack socket shows up as `::ffff:a.b.c.d`; canonical
         // form keeps it one identity whichever socket it came through.
         let key = match ip {
-            Some(ip) => format!("ip:{}", ip.to_canonical()),
+            Some(ip) => format!("ip:{}", address_key(ip, v6_prefix)),
             None => "ip:unknown".to_string(),
         };
         Identity {
@@ -81,7 +91,8 @@ pub(crate) fn presented_credential<'a>(
     })
 }
 
-/// Why a client was refused; the message goes into its `unauthorized` close, never the credential.
+/// Why a client was refused; the message goes into its `unauthorized` close (`rate_limited` for
+/// [`AuthError::Throttled`]), never the credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum AuthError {
     #[error("no credential presented")]
@@ -90,6 +101,13 @@ pub(crate) enum AuthError {
     Invalid,
     #[error("token expired")]
     Expired,
+    #[error("the token's aud claim does not name this relay (RELAY_JWT_AUDIENCE)")]
+    Audience,
+    #[error("the token's iss claim is not the issuer this relay trusts (RELAY_JWT_ISSUER)")]
+    Issuer,
+    /// The address failed `per_minute` times in a row: not checked at all.
+    #[error("too many failed attempts from this address")]
+    Throttled { per_minute: u32 },
 }
 
 /// Decides who a client is. Open mode (no tokens, no JWT secret): everyone is admitted, identity
@@ -100,6 +118,10 @@ pub(crate) struct Authenticator {
     /// Whether a credential is required: tokens configured (even an empty list) or a JWT secret.
     /// Fixed at construction; [`reload`](Self::reload) never switches modes.
     required: bool,
+    /// `IPV6_PREFIX_LENGTH`.
+    ipv6_prefix: u8,
+    /// `AUTH_FAILURES_PER_MINUTE`, per address key.
+    failures: AuthFailures,
 }
 
 impl fmt::Debug for Authenticator {
@@ -108,6 +130,8 @@ impl fmt::Debug for Authenticator {
             .field("required", &self.required)
             .field("tokens", &self.token_count())
             .field("jwt", &self.jwt.is_some())
+            .field("ipv6_prefix", &self.ipv6_prefix)
+            .field("failures_per_minute", &self.failures.per_minute())
             .finish()
     }
 }
@@ -115,27 +139,72 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// `tokens`: Some when `RELAY_TOKENS` or `RELAY_TOKENS_FILE` is set, even if the list is
     /// empty (an emptied token file locks everyone out rather than opening the proxy).
+    /// With the defaults: IPv6 keyed by /64, failed authentication not throttled.
     pub(crate) fn new(tokens: Option<Tokens>, jwt: Option<JwtVerifier>) -> Authenticator {
         let required = tokens.is_some() || jwt.is_some();
         Authenticator {
             tokens: RwLock::new(tokens.unwrap_or_default()),
             jwt,
             required,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            failures: AuthFailures::new(0),
         }
     }
 
+    /// Everything from the settings: `RELAY_TOKENS` or `RELAY_TOKENS_FILE` (read now),
+    /// `RELAY_JWT_SECRET` with `RELAY_JWT_AUDIENCE` and `RELAY_JWT_ISSUER`,
+    /// `AUTH_FAILURES_PER_MINUTE` and `IPV6_PREFIX_LENGTH`. Err: the token list or file is bad.
+    pub(crate) fn from_config(p: &Protection) -> Result<Authenticator, String> {
+        let tokens = match (&p.tokens, &p.tokens_file) {
+            (Some(list), _) => Some(Tokens::parse_list(list.expose())?),
+            (None, Some(path)) => Some(Tokens::load_file(path)?),
+            (None, None) => None,
+        };
+        let jwt = p.jwt_secret.as_ref().map(|secret| {
+            JwtVerifier::new(secret)
+                .audience(p.jwt_audience.clone())
+                .issuer(p.jwt_issuer.clone())
+        });
+        let mut auth = Authenticator::new(tokens, jwt);
+        auth.ipv6_prefix = p.ipv6_prefix_length;
+        auth.failures = AuthFailures::new(p.auth_failures_per_minute);
+        Ok(auth)
+    }
+
+    /// The identity `ip` has as an address (`SAFETY_IDENTIFIER=address`, open mode).
+    pub(crate) fn address_identity(&self, ip: Option<IpAddr>) -> Identity {
+        Identity::address(ip, self.ipv6_prefix)
+    }
+
     /// Open mode: `Ok(Identity::address(ip))` whatever is presented (a client's own OpenAI key is
-    /// ignored, never used). Required mode: the token list first, then a JWT (a credential with
-    /// two dots, when a secret is configured).
+    /// ignored, never used). Required mode: an address that has failed too often is refused
+    /// unchecked (`Throttled`); otherwise the token list first, then a JWT (a credential with two
+    /// dots, when a secret is configured), and a failure counts against the address.
     pub(crate) fn authenticate(
         &self,
         presented: Option<&str>,
         ip: Option<IpAddr>,
         now_unix: u64,
+        now: Instant,
     ) -> Result<Identity, AuthError> {
         if !self.required {
-            return Ok(Identity::address(ip));
+            return Ok(self.address_identity(ip));
         }
+        let address = self.address_identity(ip).key;
+        if self.failures.blocked(&address, now) {
+            return Err(AuthError::Throttled {
+                per_minute: self.failures.per_minute(),
+            });
+        }
+        let verdict = self.check(presented, now_unix);
+        if verdict.is_err() {
+            self.failures.failed(&address, now);
+        }
+        verdict
+    }
+
+    /// The credential alone: the token list first, then a JWT.
+    fn check(&self, presented: Option<&str>, now_unix: u64) -> Result<Identity, AuthError> {
         let presented = presented
             .filter(|p| !p.is_empty())
             .ok_or(AuthError::Missing)?;
@@ -155,6 +224,8 @@ impl Authenticator {
                         models: claims.models,
                     }),
                     Err(JwtError::Expired) => Err(AuthError::Expired),
+                    Err(JwtError::Audience) => Err(AuthError::Audience),
+                    Err(JwtError::Issuer) => Err(AuthError::Issuer),
                     Err(_) => Err(AuthError::Invalid),
                 };
             }
@@ -275,13 +346,24 @@ mod tests {
         );
     }
 
-    /// The address identity, canonical for IPv4-mapped IPv6, or unknown.
+    /// The address identity: IPv4 as it is (canonical for IPv4-mapped IPv6), IPv6 by its prefix,
+    /// or unknown.
     #[test]
     fn address_identity() {
-        assert_eq!(Identity::address(ip("10.0.0.1")).key, "ip:10.0.0.1");
-        assert_eq!(Identity::address(ip("::ffff:10.0.0.1")).key, "ip:10.0.0.1");
-        assert_eq!(Identity::address(ip("2001:db8::1")).key, "ip:2001:db8::1");
-        let unknown = Identity::address(None);
+        assert_eq!(Identity::address(ip("10.0.0.1"), 64).key, "ip:10.0.0.1");
+        assert_eq!(
+            Identity::address(ip("::ffff:10.0.0.1"), 64).key,
+            "ip:10.0.0.1"
+        );
+        assert_eq!(
+            Identity::address(ip("2001:db8::1"), 128).key,
+            "ip:2001:db8::1"
+        );
+        assert_eq!(
+            Identity::address(ip("2001:db8::1:2:3:4"), 64).key,
+            "ip:2001:db8::/64"
+        );
+        let unknown = Identity::address(None, 64);
         assert_eq!(unknown.key, "ip:unknown");
         assert_eq!(unknown.kind, IdentityKind::Address);
         assert_eq!(unknown.models, None);
@@ -294,8 +376,8 @@ mod tests {
         assert!(!auth.required);
         for presented in [None, Some("sk-client-own-key"), Some("garbage")] {
             assert_eq!(
-                auth.authenticate(presented, ip("192.0.2.7"), NOW),
-                Ok(Identity::address(ip("192.0.2.7")))
+                auth.authenticate(presented, ip("192.0.2.7"), NOW, Instant::now()),
+                Ok(Identity::address(ip("192.0.2.7"), 64))
             );
         }
     }
@@ -309,14 +391,16 @@ mod tests {
         let addr = ip("192.0.2.7");
 
         let id = auth
-            .authenticate(Some("tok-alice"), addr, NOW)
+            .authenticate(Some("tok-alice"), addr, NOW, Instant::now())
             .expect("token");
         assert_eq!(id.key, "token:alice");
         assert_eq!(id.kind, IdentityKind::Token);
         assert_eq!(id.models, None);
 
         let jwt = mint(json!({"sub": "bob", "exp": NOW + 60, "models": ["gpt-realtime"]}));
-        let id = auth.authenticate(Some(&jwt), addr, NOW).expect("jwt");
+        let id = auth
+            .authenticate(Some(&jwt), addr, NOW, Instant::now())
+            .expect("jwt");
         assert_eq!(
             id,
             Identity {
@@ -326,18 +410,21 @@ mod tests {
             }
         );
 
-        assert_eq!(auth.authenticate(None, addr, NOW), Err(AuthError::Missing));
         assert_eq!(
-            auth.authenticate(Some(""), addr, NOW),
+            auth.authenticate(None, addr, NOW, Instant::now()),
             Err(AuthError::Missing)
         );
         assert_eq!(
-            auth.authenticate(Some("tok-mallory"), addr, NOW),
+            auth.authenticate(Some(""), addr, NOW, Instant::now()),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            auth.authenticate(Some("tok-mallory"), addr, NOW, Instant::now()),
             Err(AuthError::Invalid)
         );
         let expired = mint(json!({"sub": "bob", "exp": NOW - 1}));
         assert_eq!(
-            auth.authenticate(Some(&expired), addr, NOW),
+            auth.authenticate(Some(&expired), addr, NOW, Instant::now()),
             Err(AuthError::Expired)
         );
         let forged = mint_jwt(
@@ -345,7 +432,7 @@ mod tests {
             &json!({"sub": "bob", "exp": NOW + 60}),
         );
         assert_eq!(
-            auth.authenticate(Some(&forged), addr, NOW),
+            auth.authenticate(Some(&forged), addr, NOW, Instant::now()),
             Err(AuthError::Invalid)
         );
     }
@@ -356,20 +443,20 @@ mod tests {
         let auth = Authenticator::new(Some(Tokens::default()), None);
         assert!(auth.required);
         assert_eq!(
-            auth.authenticate(Some("anything"), ip("192.0.2.7"), NOW),
+            auth.authenticate(Some("anything"), ip("192.0.2.7"), NOW, Instant::now()),
             Err(AuthError::Invalid)
         );
         let jwt_only = Authenticator::new(None, Some(verifier()));
         assert!(jwt_only.required);
         assert_eq!(jwt_only.token_count(), 0);
         assert_eq!(
-            jwt_only.authenticate(Some("a.b.c"), None, NOW),
+            jwt_only.authenticate(Some("a.b.c"), None, NOW, Instant::now()),
             Err(AuthError::Invalid)
         );
         // Without a JWT secret a JWT-shaped credential is just an unknown token.
         let jwt = mint(json!({"sub": "bob", "exp": NOW + 60}));
         assert_eq!(
-            auth.authenticate(Some(&jwt), None, NOW),
+            auth.authenticate(Some(&jwt), None, NOW, Instant::now()),
             Err(AuthError::Invalid)
         );
     }
@@ -382,24 +469,151 @@ mod tests {
             None,
         );
         assert_eq!(auth.token_count(), 1);
-        assert!(auth.authenticate(Some("tok-old"), None, NOW).is_ok());
+        assert!(auth
+            .authenticate(Some("tok-old"), None, NOW, Instant::now())
+            .is_ok());
 
         auth.reload(Tokens::parse_list("new:tok-new,other:tok-other").expect("valid"));
         assert_eq!(auth.token_count(), 2);
         assert_eq!(
-            auth.authenticate(Some("tok-old"), None, NOW),
+            auth.authenticate(Some("tok-old"), None, NOW, Instant::now()),
             Err(AuthError::Invalid)
         );
         assert_eq!(
-            auth.authenticate(Some("tok-new"), None, NOW).map(|i| i.key),
+            auth.authenticate(Some("tok-new"), None, NOW, Instant::now())
+                .map(|i| i.key),
             Ok("token:new".to_string())
         );
 
         auth.reload(Tokens::default());
         assert!(auth.required);
         assert_eq!(
-            auth.authenticate(Some("tok-new"), None, NOW),
+            auth.authenticate(Some("tok-new"), None, NOW, Instant::now()),
             Err(AuthError::Invalid)
         );
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{config::tests::parse, secret::Secret};
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+    const SECRET: &str = "jwt-secret-for-tests-0123456789abcdef";
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("test address"))
+    }
+
+    fn from(vars: &[(&'static str, &'static str)]) -> Authenticator {
+        let mut all = vec![("OPENAI_API_KEY", "k")];
+        all.extend_from_slice(vars);
+        Authenticator::from_config(&parse(&all).expect("valid").protection).expect("builds")
+    }
+
+    /// Open mode keys IPv6 clients by their /64 (IPV6_PREFIX_LENGTH), IPv4 by the address.
+    #[test]
+    fn open_mode_keys_ipv6_by_prefix() {
+        let t = Instant::now();
+        let key = |a: &Authenticator, addr| a.authenticate(None, ip(addr), NOW, t).map(|i| i.key);
+        let auth = from(&[]);
+        assert_eq!(
+            key(&auth, "2001:db8:1:2::a"),
+            Ok("ip:2001:db8:1:2::/64".into())
+        );
+        assert_eq!(
+            key(&auth, "2001:db8:1:2:ffff::b"),
+            key(&auth, "2001:db8:1:2::a")
+        );
+        assert_ne!(key(&auth, "2001:db8:1:3::a"), key(&auth, "2001:db8:1:2::a"));
+        assert_eq!(key(&auth, "198.51.100.7"), Ok("ip:198.51.100.7".into()));
+        let exact = from(&[("IPV6_PREFIX_LENGTH", "128")]);
+        assert_eq!(
+            key(&exact, "2001:db8:1:2::a"),
+            Ok("ip:2001:db8:1:2::a".into())
+        );
+        assert_eq!(
+            exact.address_identity(ip("2001:db8::1")).key,
+            "ip:2001:db8::1"
+        );
+    }
+
+    /// After AUTH_FAILURES_PER_MINUTE failures from one address (or /64), even a valid token
+    /// from there is refused unchecked, until the allowance refills; other addresses are not.
+    #[test]
+    fn failures_throttle_the_address() {
+        let auth = from(&[
+            ("RELAY_TOKENS", "alice:tok-alice"),
+            ("AUTH_FAILURES_PER_MINUTE", "2"),
+        ]);
+        let t0 = Instant::now();
+        let try_ = |token, addr, t| auth.authenticate(Some(token), ip(addr), NOW, t);
+        assert_eq!(try_("bad-1", "2001:db8::1", t0), Err(AuthError::Invalid));
+        assert_eq!(try_("bad-2", "2001:db8::2", t0), Err(AuthError::Invalid));
+        let throttled = Err(AuthError::Throttled { per_minute: 2 });
+        assert_eq!(try_("tok-alice", "2001:db8::3", t0), throttled);
+        assert_eq!(
+            auth.authenticate(None, ip("2001:db8::3"), NOW, t0),
+            throttled,
+            "a missing credential is refused the same way"
+        );
+        assert!(try_("tok-alice", "2001:db8:0:1::1", t0).is_ok());
+        assert!(try_("tok-alice", "198.51.100.7", t0).is_ok());
+        assert!(try_("tok-alice", "2001:db8::3", t0 + Duration::from_secs(30)).is_ok());
+    }
+
+    /// A throttled attempt does not count as another failure, so the wait does not grow.
+    #[test]
+    fn throttled_attempts_do_not_extend_the_wait() {
+        let auth = from(&[
+            ("RELAY_TOKENS", "alice:tok-alice"),
+            ("AUTH_FAILURES_PER_MINUTE", "1"),
+        ]);
+        let t0 = Instant::now();
+        assert!(auth
+            .authenticate(Some("bad"), ip("192.0.2.1"), NOW, t0)
+            .is_err());
+        for s in 1..60 {
+            let t = t0 + Duration::from_secs(s);
+            assert!(matches!(
+                auth.authenticate(Some("bad"), ip("192.0.2.1"), NOW, t),
+                Err(AuthError::Throttled { .. })
+            ));
+        }
+        let t = t0 + Duration::from_secs(60);
+        assert!(auth
+            .authenticate(Some("tok-alice"), ip("192.0.2.1"), NOW, t)
+            .is_ok());
+    }
+
+    /// from_config passes RELAY_JWT_AUDIENCE and RELAY_JWT_ISSUER to the JWT check, and the
+    /// refusal names the claim.
+    #[test]
+    fn jwt_audience_and_issuer_from_config() {
+        let auth = from(&[
+            ("RELAY_JWT_SECRET", SECRET),
+            ("RELAY_JWT_AUDIENCE", "relay"),
+            ("RELAY_JWT_ISSUER", "https://auth.example.com/"),
+        ]);
+        let t = Instant::now();
+        let secret = Secret::new(SECRET);
+        let token = |claims| mint_jwt(&secret, &claims);
+        let good = token(
+            json!({"sub": "u", "exp": NOW + 60, "aud": "relay", "iss": "https://auth.example.com/"}),
+        );
+        assert!(auth.authenticate(Some(&good), None, NOW, t).is_ok());
+        let no_aud =
+            token(json!({"sub": "u", "exp": NOW + 60, "iss": "https://auth.example.com/"}));
+        let err = auth.authenticate(Some(&no_aud), None, NOW, t).unwrap_err();
+        assert_eq!(err, AuthError::Audience);
+        assert!(err.to_string().contains("aud"), "{err}");
+        let bad_iss = token(json!({"sub": "u", "exp": NOW + 60, "aud": ["relay"], "iss": "x"}));
+        let err = auth.authenticate(Some(&bad_iss), None, NOW, t).unwrap_err();
+        assert_eq!(err, AuthError::Issuer);
+        assert!(err.to_string().contains("iss"), "{err}");
     }
 }

@@ -41,9 +41,12 @@ const MAX_JWT_LEN: usize = 8 * 1024;
 /// Longest `sub` accepted; it becomes a key in logs and `/stats`.
 const MAX_SUB_LEN: usize = 256;
 
-/// HS256 JWT verification (RELAY_JWT_SECRET).
+/// HS256 JWT verification (RELAY_JWT_SECRET), with the `aud` and `iss` the relay expects
+/// (`RELAY_JWT_AUDIENCE`, `RELAY_JWT_ISSUER`) when set.
 pub(crate) struct JwtVerifier {
     key: hmac::Key,
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -73,13 +76,33 @@ pub(crate) enum JwtError {
     Expired,
     #[error("missing claim {0}")]
     MissingClaim(&'static str),
+    /// `aud` is missing or does not name `RELAY_JWT_AUDIENCE`.
+    #[error("wrong audience")]
+    Audience,
+    /// `iss` is missing or is not `RELAY_JWT_ISSUER`.
+    #[error("wrong issuer")]
+    Issuer,
 }
 
 impl JwtVerifier {
     pub(crate) fn new(secret: &Secret) -> JwtVerifier {
         JwtVerifier {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
+            audience: None,
+            issuer: None,
         }
+    }
+
+    /// From now on, a token's `aud` must name `audience` (when Some).
+    pub(crate) fn audience(mut self, audience: Option<String>) -> JwtVerifier {
+        self.audience = audience;
+        self
+    }
+
+    /// From now on, a token's `iss` must be exactly `issuer` (when Some).
+    pub(crate) fn issuer(mut self, issuer: Option<String>) -> JwtVerifier {
+        self.issuer = issuer;
+        self
     }
 
     /// Verifies `header.payload.signature` (base64url, padding tolerated). The header must say
@@ -87,7 +110,9 @@ impl JwtVerifier {
     /// signature is checked in constant time before the payload is even decoded. `sub` (a
     /// non-empty string without whitespace or control characters, at most 256 bytes) and `exp`
     /// (seconds) are required, with no leeway: `exp <= now` is expired. `nbf`, when present, is
-    /// honoured. `models`, when present, is an array of strings.
+    /// honoured. `models`, when present, is an array of strings. With an expected audience, `aud`
+    /// must be that string or an array holding it (RFC 7519 §4.1.3); with an expected issuer,
+    /// `iss` must be that string; a token without the claim is refused like a wrong one.
     pub(crate) fn verify(&self, token: &str, now_unix: u64) -> Result<JwtClaims, JwtError> {
         if token.len() > MAX_JWT_LEN {
             return Err(JwtError::Malformed);
@@ -105,7 +130,24 @@ impl JwtVerifier {
             .get(..header.len() + 1 + payload.len())
             .ok_or(JwtError::Malformed)?;
         hmac::verify(&self.key, signed.as_bytes(), &signature).map_err(|_| JwtError::Signature)?;
-        claims(&decode_object(payload)?, now_unix)
+        let payload = decode_object(payload)?;
+        let claims = claims(&payload, now_unix)?;
+        if let Some(audience) = &self.audience {
+            let named = match payload.get("aud") {
+                Some(Value::String(aud)) => aud == audience,
+                Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+                _ => false,
+            };
+            if !named {
+                return Err(JwtError::Audience);
+            }
+        }
+        if let Some(issuer) = &self.issuer {
+            if payload.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Err(JwtError::Issuer);
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -349,6 +391,63 @@ mod tests {
         }
         let fractional = mint(json!({"sub": "u", "exp": (NOW + 60) as f64 + 0.5}));
         assert_eq!(v.verify(&fractional, NOW).map(|c| c.exp), Ok(NOW + 60));
+    }
+
+    /// With RELAY_JWT_AUDIENCE set, `aud` must name it (a string, or an array holding it); with
+    /// RELAY_JWT_ISSUER set, `iss` must equal it; a missing claim is refused like a wrong one,
+    /// and neither is looked at when not configured.
+    #[test]
+    fn jwt_audience_and_issuer() {
+        let v = verifier()
+            .audience(Some("relay".into()))
+            .issuer(Some("https://auth.example.com/".into()));
+        let with = |extra: Value| {
+            let mut claims = json!({"sub": "u", "exp": NOW + 60});
+            for (k, val) in extra.as_object().expect("object") {
+                claims[k] = val.clone();
+            }
+            v.verify(&mint(claims), NOW)
+        };
+        let iss = "https://auth.example.com/";
+        assert!(with(json!({"aud": "relay", "iss": iss})).is_ok());
+        assert!(with(json!({"aud": ["other", "relay"], "iss": iss})).is_ok());
+        for aud in [
+            json!("other"),
+            json!(["other"]),
+            json!([]),
+            json!(null),
+            json!(5),
+        ] {
+            assert_eq!(
+                with(json!({"aud": aud, "iss": iss})),
+                Err(JwtError::Audience),
+                "{aud}"
+            );
+        }
+        assert_eq!(with(json!({"iss": iss})), Err(JwtError::Audience));
+        assert_eq!(
+            with(json!({"aud": "relay", "iss": "https://evil.example.com/"})),
+            Err(JwtError::Issuer)
+        );
+        assert_eq!(with(json!({"aud": "relay"})), Err(JwtError::Issuer));
+        assert_eq!(
+            with(json!({"aud": "relay", "iss": ["https://auth.example.com/"]})),
+            Err(JwtError::Issuer)
+        );
+        // Expiry is still checked first; without expectations aud and iss are ignored.
+        assert_eq!(
+            v.verify(
+                &mint(json!({"sub": "u", "exp": NOW - 1, "aud": "relay", "iss": iss})),
+                NOW
+            ),
+            Err(JwtError::Expired)
+        );
+        assert!(verifier()
+            .verify(
+                &mint(json!({"sub": "u", "exp": NOW + 60, "aud": "x", "iss": "y"})),
+                NOW
+            )
+            .is_ok());
     }
 
     /// Garbage in any part is malformed, never a panic; padding is tolerated.

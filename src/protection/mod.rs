@@ -1,13 +1,19 @@
 //! Protecting the key and the bill, beside the path of a request: who a client is
-//! (`identity.rs`, with the static `tokens.rs` and HS256 `jwt.rs` credentials), its address
-//! behind `TRUSTED_PROXIES` (`client_ip.rs`), the keyed safety identifier sent upstream
-//! (`safety.rs`), and what the upstream says it used (`usage/`: the
-//! events and the daily ledger). `config` reads the settings; the HTTP upgrade asks who a client
-//! is; the upstream pump reads usage and the registry keeps the ledger. Nothing here is an actor.
+//! (`identity.rs`, with the static `tokens.rs` and HS256 `jwt.rs` credentials, and
+//! `auth_failures.rs`, which throttles an address that keeps failing), its address behind
+//! `TRUSTED_PROXIES` and how an address is keyed (`client_ip.rs`), which models a client may use
+//! (`models.rs`, `ALLOWED_MODELS`; `client_events.rs`, the `session.update`s not forwarded), the
+//! keyed safety identifier sent upstream (`safety.rs`), and what the upstream says it used
+//! (`usage/`: the events and the daily ledger). `config` reads the settings; the HTTP upgrade asks
+//! who a client is and checks its URL; the client pump checks its events; the upstream pump reads
+//! usage and the registry keeps the ledger. Nothing here is an actor.
 
+pub(crate) mod auth_failures;
+pub(crate) mod client_events;
 pub(crate) mod client_ip;
 pub mod identity;
 pub(crate) mod jwt;
+pub(crate) mod models;
 pub(crate) mod safety;
 pub(crate) mod tokens;
 pub mod usage;

@@ -24,11 +24,12 @@ use crate::{
         registry::Registry,
     },
     close::{error_event, CloseReason},
-    ops::metrics::Metrics,
-    protection::identity::Identity,
+    ops::{metrics::Metrics, throttle::RefusalLog},
+    protection::{identity::Identity, models::AllowedModels},
     session::{
         client::{read_client, FromClient},
         events::EVENTS_TARGET,
+        liveness,
         msg::{
             BudgetSpent, Describe, End, SessionHandle, SessionId, SessionInfo, Tick, UpstreamOpened,
         },
@@ -71,6 +72,10 @@ pub(crate) struct Params {
     pub(crate) dialer: Rc<Dialer>,
     pub(crate) max_message_size: usize,
     pub(crate) inactivity_timeout: Duration,
+    /// `ALLOWED_MODELS`, for the client pump's `session.update` check.
+    pub(crate) allowed_models: Arc<AllowedModels>,
+    /// Where a refusal at admission is logged (collapsed per reason and address).
+    pub(crate) refusals: Arc<RefusalLog>,
 }
 
 pub(crate) struct Session {
@@ -88,6 +93,8 @@ pub(crate) struct Session {
     dialer: Rc<Dialer>,
     max_message_size: usize,
     inactivity_timeout: Duration,
+    allowed_models: Arc<AllowedModels>,
+    refusals: Arc<RefusalLog>,
     upstream: Option<Addr<Upstream>>,
     shared: Rc<Shared>,
     opened_at: Instant,
@@ -114,6 +121,8 @@ impl Session {
             dialer: p.dialer,
             max_message_size: p.max_message_size,
             inactivity_timeout: p.inactivity_timeout,
+            allowed_models: p.allowed_models,
+            refusals: p.refusals,
             upstream: None,
             shared: Rc::new(Shared::default()),
             opened_at: now,
@@ -204,6 +213,7 @@ impl Session {
                     flow: self.metrics.client_to_upstream.clone(),
                     max_queued: self.max_message_size,
                     log_events,
+                    allowed_models: self.allowed_models.clone(),
                 },
             );
             ctx.spawn(
@@ -224,8 +234,8 @@ impl Session {
             return Some(CloseReason::IdleTimeout);
         }
         if heartbeat {
-            let missed = self.shared.missed_pongs.get();
-            if missed >= 2 {
+            // The ping itself goes out from the `Tick` handler, which counts it as unanswered.
+            if self.shared.liveness.missed() >= 2 {
                 return Some(if self.shared.client_write_blocked.get() {
                     CloseReason::ClientTooSlow
                 } else if self.shared.upstream_write_blocked.get() {
@@ -234,7 +244,6 @@ impl Session {
                     CloseReason::HeartbeatTimeout
                 });
             }
-            self.shared.missed_pongs.set(missed + 1);
         }
         None
     }
@@ -310,11 +319,12 @@ impl Actor for Session {
         ctx.wait(admit.into_actor(self).map(|answer, act, ctx| match answer {
             Ok(Ok(id)) => act.admitted(id, ctx),
             Ok(Err(rejected)) => {
-                log::warn!(
-                    target: LOG_TARGET,
-                    client = act.client_label().as_str(),
-                    reason = rejected.label();
-                    "session refused"
+                act.refusals.refused(
+                    "session refused",
+                    rejected.label(),
+                    act.client_ip,
+                    None,
+                    Instant::now(),
                 );
                 act.end(rejected.into_close_reason(), ctx);
             }
@@ -372,7 +382,8 @@ impl Handler<Tick> for Session {
             Some(reason) => self.end(reason, ctx),
             None if tick.heartbeat => {
                 // Never wait on a client that is not reading: an unsent ping is a missed one.
-                let _ = self.client.ping(b"").now_or_never();
+                let ping = self.shared.liveness.ping(liveness::nonce());
+                let _ = self.client.ping(&ping).now_or_never();
             }
             None => {}
         }

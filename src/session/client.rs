@@ -1,20 +1,38 @@
 //! The client pump: reads the client's WebSocket until it ends, holding frames sent before the
 //! upstream is open in a bounded queue, then handing each to the upstream writer in order with
-//! backpressure. It answers pings, counts pongs, and turns the way the client ended into a
-//! `CloseReason` for its session.
+//! backpressure. It answers pings, counts the pongs that echo the relay's own pings, answers a
+//! `session.update` that `ALLOWED_MODELS` refuses with an `error` event instead of forwarding
+//! it, and turns the way the client ended into a `CloseReason` for its session. Before actix-ws
+//! sees the client's bytes, [`guard_frames`] judges each frame header, so a frame that announces
+//! too much is refused before its payload arrives.
 
-use std::{collections::VecDeque, io, rc::Rc};
+use std::{
+    collections::VecDeque,
+    io,
+    pin::Pin,
+    rc::Rc,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
 
+use actix_web::{dev, error::PayloadError, web, FromRequest, HttpRequest};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, Message, ProtocolError};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::{
     close::{error_event, CloseReason},
     ops::metrics::Flow,
-    protection::usage::{top_level_type, Budget},
+    protection::{
+        client_events::{refuse_client_binary, refuse_client_event, Refusal},
+        models::AllowedModels,
+        usage::{top_level_type, Budget},
+    },
     session::{events::log_event, msg::SessionId, shared::Shared},
-    upstream::pump::ToUpstream,
+    upstream::{
+        pump::ToUpstream,
+        wire::{self, Scanner},
+    },
 };
 
 /// One client frame, sorted.
@@ -44,8 +62,9 @@ fn classify(
             let _ = client.pong(&p).now_or_never();
             Step::Skip
         }
-        Some(Ok(AggregatedMessage::Pong(_))) => {
-            shared.missed_pongs.set(0);
+        Some(Ok(AggregatedMessage::Pong(p))) => {
+            // Only an echo of the relay's own ping counts (`liveness.rs`).
+            shared.liveness.pong(&p);
             Step::Skip
         }
         Some(Ok(AggregatedMessage::Close(reason))) => Step::End(CloseReason::ClientClosed {
@@ -55,19 +74,142 @@ fn classify(
         Some(Err(ProtocolError::Overflow)) => Step::End(CloseReason::ClientMessageTooLarge {
             limit: max_message_size,
         }),
-        Some(Err(ProtocolError::Io(e))) if is_continuation_overflow(&e) => {
-            Step::End(CloseReason::ClientMessageTooLarge {
-                limit: max_message_size,
-            })
-        }
-        Some(Err(ProtocolError::Io(_))) | None => Step::End(CloseReason::ClientGone),
+        Some(Err(ProtocolError::Io(e))) => Step::End(io_ending(&e, max_message_size)),
+        None => Step::End(CloseReason::ClientGone),
         Some(Err(_)) => Step::End(CloseReason::ClientProtocolError),
+    }
+}
+
+/// What an I/O-shaped error from actix-ws means. A failed connection comes as a payload error
+/// (kind `Other`), and so does a frame [`guard_frames`] refused; the codec reports reserved bits
+/// and text that is not UTF-8 as `InvalidData`; the aggregator an oversized message by its text.
+fn io_ending(e: &io::Error, max_message_size: usize) -> CloseReason {
+    match guard_refusal(e) {
+        Some(wire::Refusal::TooLarge) => CloseReason::ClientMessageTooLarge {
+            limit: max_message_size,
+        },
+        Some(wire::Refusal::TooManyFragments) => CloseReason::ClientTooManyFragments {
+            limit: max_fragments(max_message_size),
+        },
+        Some(wire::Refusal::Invalid(_)) => CloseReason::ClientProtocolError,
+        None if is_continuation_overflow(e) => CloseReason::ClientMessageTooLarge {
+            limit: max_message_size,
+        },
+        None if e.kind() == io::ErrorKind::InvalidData && is_invalid_utf8(e) => {
+            CloseReason::ClientInvalidUtf8
+        }
+        None if e.kind() == io::ErrorKind::InvalidData => CloseReason::ClientProtocolError,
+        None => CloseReason::ClientGone,
     }
 }
 
 /// actix-ws reports an oversized fragmented message as an I/O error with this text.
 fn is_continuation_overflow(e: &io::Error) -> bool {
     e.to_string().contains("maximum continuation size")
+}
+
+/// A text message that is not UTF-8: actix-ws wraps the `Utf8Error` of a single frame, and the
+/// text of one for a reassembled message ("invalid utf-8 sequence ...").
+fn is_invalid_utf8(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| {
+        inner.is::<std::str::Utf8Error>() || inner.to_string().contains("utf-8")
+    })
+}
+
+/// The guard's refusal inside actix-ws's error: `io::Error(PayloadError::Io(io::Error(Refusal)))`.
+fn guard_refusal(e: &io::Error) -> Option<wire::Refusal> {
+    let PayloadError::Io(inner) = e.get_ref()?.downcast_ref::<PayloadError>()? else {
+        return None;
+    };
+    inner.get_ref()?.downcast_ref::<wire::Refusal>().copied()
+}
+
+/// At most this many fragments to one client message: one per 64 bytes of `MAX_MESSAGE_SIZE`,
+/// and never fewer than 1,024 (393,216 at the default 24 MiB). actix-ws keeps a `Bytes` (32 bytes,
+/// and the read buffer it points into) per fragment until the message is whole.
+fn max_fragments(max_message_size: usize) -> usize {
+    (max_message_size / 64).max(1024)
+}
+
+/// The client's request body with every frame header judged as it arrives (see
+/// [`Scanner`]): hand this, not the raw body, to `actix_ws::handle_with_protocols`.
+pub(crate) fn guard_frames(
+    req: &HttpRequest,
+    body: web::Payload,
+    max_message_size: usize,
+) -> actix_web::Result<web::Payload> {
+    let guard = FrameGuard {
+        inner: body.into_inner(),
+        scanner: Scanner::new(max_message_size, max_fragments(max_message_size)),
+        state: Guard::Open,
+    };
+    let mut payload: dev::Payload = dev::Payload::Stream {
+        payload: Box::pin(guard),
+    };
+    web::Payload::from_request(req, &mut payload).into_inner()
+}
+
+/// The client's bytes on their way to actix-ws, each frame header judged by a [`Scanner`].
+struct FrameGuard {
+    inner: dev::Payload,
+    scanner: Scanner,
+    state: Guard,
+}
+
+enum Guard {
+    Open,
+    /// A frame was refused. actix-ws decodes what it has read only once the body pauses, so the
+    /// body pauses once (and wakes itself) before its error: the whole frames sent before the
+    /// refused one are still delivered, in order.
+    Refused {
+        refusal: wire::Refusal,
+        paused: bool,
+    },
+    Done,
+}
+
+impl Stream for FrameGuard {
+    type Item = Result<web::Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.state {
+            Guard::Done => return Poll::Ready(None),
+            Guard::Refused { refusal, paused } => {
+                if paused {
+                    this.state = Guard::Done;
+                    let e = io::Error::new(io::ErrorKind::InvalidData, refusal);
+                    return Poll::Ready(Some(Err(PayloadError::Io(e))));
+                }
+                this.state = Guard::Refused {
+                    refusal,
+                    paused: true,
+                };
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Guard::Open => {}
+        }
+        let chunk = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            Some(Ok(chunk)) => chunk,
+            other => return Poll::Ready(other),
+        };
+        match this.scanner.scan(&chunk) {
+            Ok(()) => Poll::Ready(Some(Ok(chunk))),
+            Err((at, refusal)) => {
+                this.state = Guard::Refused {
+                    refusal,
+                    paused: false,
+                };
+                if at > 0 {
+                    // The whole frames before the refused one; none of its own bytes.
+                    Poll::Ready(Some(Ok(chunk.slice(..at))))
+                } else {
+                    Pin::new(this).poll_next(cx)
+                }
+            }
+        }
+    }
 }
 
 /// What one frame waiting in the pre-open queue costs besides its payload: its queue slot and
@@ -82,6 +224,8 @@ pub(crate) struct FromClient {
     pub(crate) flow: Flow,
     pub(crate) max_queued: usize,
     pub(crate) log_events: bool,
+    /// `ALLOWED_MODELS`, held to on every `session.update`.
+    pub(crate) allowed_models: Arc<AllowedModels>,
 }
 
 /// Reads the client until it ends. Before the upstream is open, data frames wait in a queue of
@@ -99,6 +243,7 @@ pub(crate) async fn read_client(
         flow,
         max_queued,
         log_events,
+        allowed_models,
     } = from;
     let mut queue: VecDeque<(Message, usize)> = VecDeque::new();
     let mut queued = 0usize;
@@ -129,6 +274,10 @@ pub(crate) async fn read_client(
         if log_events {
             log_event(id, "client_to_upstream", &msg);
         }
+        if let Some(r) = refused(&msg, &allowed_models) {
+            let _ = client.text(r.error_event(&format!("relay_evt_{id}"))).await;
+            continue;
+        }
         if !forward(&writer, msg, len, &shared, &flow).await {
             return std::future::pending().await;
         }
@@ -138,6 +287,10 @@ pub(crate) async fn read_client(
             Step::Data(msg, len) => {
                 if log_events {
                     log_event(id, "client_to_upstream", &msg);
+                }
+                if let Some(r) = refused(&msg, &allowed_models) {
+                    let _ = client.text(r.error_event(&format!("relay_evt_{id}"))).await;
+                    continue;
                 }
                 if let Some(budget) = shared.budget_spent.get() {
                     // Only once a budget is spent: no new response may start on it.
@@ -154,6 +307,16 @@ pub(crate) async fn read_client(
             Step::Skip => {}
             Step::End(reason) => return reason,
         }
+    }
+}
+
+/// A client event `ALLOWED_MODELS` refuses (`protection/client_events.rs`): it is answered with
+/// its `error` event instead of being forwarded.
+fn refused(msg: &Message, allowed: &AllowedModels) -> Option<Refusal> {
+    match msg {
+        Message::Text(t) => refuse_client_event(t, allowed),
+        Message::Binary(b) => refuse_client_binary(b, allowed),
+        _ => None,
     }
 }
 
@@ -198,5 +361,72 @@ mod tests {
     #[test]
     fn queued_frame_cost_covers_a_queue_slot() {
         assert!(std::mem::size_of::<(Message, usize)>() <= QUEUED_FRAME_COST);
+    }
+
+    /// actix-ws's error for a failed payload: `io::Error::other(PayloadError)`.
+    fn payload_error(e: PayloadError) -> io::Error {
+        io::Error::other(e)
+    }
+
+    /// Each I/O-shaped error from actix-ws ends the session for the reason it stands for.
+    #[test]
+    fn io_errors_are_told_apart() {
+        let max = 2048;
+        let utf8 = String::from_utf8(vec![0xC3, 0x28])
+            .expect_err("invalid")
+            .utf8_error();
+        let cases = [
+            (
+                payload_error(PayloadError::Incomplete(None)),
+                CloseReason::ClientGone,
+            ),
+            (
+                payload_error(PayloadError::Io(io::ErrorKind::ConnectionReset.into())),
+                CloseReason::ClientGone,
+            ),
+            (
+                io::Error::new(io::ErrorKind::InvalidData, "non-zero reserved bits"),
+                CloseReason::ClientProtocolError,
+            ),
+            (
+                io::Error::new(io::ErrorKind::InvalidData, utf8),
+                CloseReason::ClientInvalidUtf8,
+            ),
+            (
+                io::Error::new(io::ErrorKind::InvalidData, utf8.to_string()),
+                CloseReason::ClientInvalidUtf8,
+            ),
+            (
+                io::Error::other("Exceeded maximum continuation size"),
+                CloseReason::ClientMessageTooLarge { limit: max },
+            ),
+        ];
+        for (e, reason) in cases {
+            assert_eq!(io_ending(&e, max), reason, "{e}");
+        }
+    }
+
+    /// A frame the guard refused is recognised through the two layers actix-ws wraps it in.
+    #[test]
+    fn guard_refusals_come_through() {
+        let refused = |r: wire::Refusal| {
+            payload_error(PayloadError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                r,
+            )))
+        };
+        assert_eq!(
+            io_ending(&refused(wire::Refusal::TooLarge), 2048),
+            CloseReason::ClientMessageTooLarge { limit: 2048 }
+        );
+        assert_eq!(
+            io_ending(&refused(wire::Refusal::TooManyFragments), 2048),
+            CloseReason::ClientTooManyFragments { limit: 1024 }
+        );
+        assert_eq!(
+            io_ending(&refused(wire::Refusal::Invalid("reserved bits set")), 2048),
+            CloseReason::ClientProtocolError
+        );
+        assert_eq!(max_fragments(24 << 20), 393_216);
     }
 }

@@ -4,15 +4,18 @@
 
 use std::cell::Cell;
 
-use crate::protection::usage::{Budget, Usage};
+use crate::{
+    protection::usage::{Budget, Usage},
+    session::liveness::Liveness,
+};
 
 /// State the session's pumps write and the actor reads; all on the session's own thread.
 #[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) client_to_upstream: Counter,
     pub(crate) upstream_to_client: Counter,
-    /// Heartbeats sent since the client's last pong.
-    pub(crate) missed_pongs: Cell<u32>,
+    /// The relay's heartbeat pings and the client's answers to them.
+    pub(crate) liveness: Liveness,
     /// A frame for the client is waiting for room in its socket.
     pub(crate) client_write_blocked: Cell<bool>,
     /// A frame for the upstream is waiting for room in its socket.

@@ -12,7 +12,6 @@ use std::{
 
 use actix::prelude::*;
 use actix_web::web::{Bytes, BytesMut};
-use actix_ws::ProtocolError;
 use awc::ws::{CloseReason as CloseFrame, Frame, Message};
 use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
@@ -164,6 +163,7 @@ pub(crate) async fn read_upstream(
     mut stream: wire::Reader,
     mut to: ToClient,
 ) -> CloseReason {
+    stream.refuse_frames_over(to.max_message_size);
     let mut client = to.client.clone();
     let shared = to.shared.clone();
     let closing = to.closing.clone();
@@ -244,7 +244,7 @@ enum Sorted {
 struct Partial(Option<(bool, BytesMut)>);
 
 #[inline]
-fn sort(frame: Result<Frame, ProtocolError>, partial: &mut Partial, to: &ToClient) -> Sorted {
+fn sort(frame: Result<Frame, wire::ReadError>, partial: &mut Partial, to: &ToClient) -> Sorted {
     let too_large = || {
         Sorted::End(CloseReason::UpstreamMessageTooLarge {
             limit: to.max_message_size,
@@ -270,9 +270,9 @@ fn sort(frame: Result<Frame, ProtocolError>, partial: &mut Partial, to: &ToClien
             code: reason.as_ref().map(|r| u16::from(r.code)),
             reason: reason.and_then(|r| r.description).unwrap_or_default(),
         }),
-        Err(ProtocolError::Overflow) => too_large(),
-        Err(ProtocolError::Io(_)) => Sorted::End(CloseReason::UpstreamGone),
-        Err(_) => Sorted::End(CloseReason::UpstreamProtocolError),
+        Err(wire::ReadError::TooLarge) => too_large(),
+        Err(wire::ReadError::Gone) => Sorted::End(CloseReason::UpstreamGone),
+        Err(wire::ReadError::Invalid) => Sorted::End(CloseReason::UpstreamProtocolError),
     }
 }
 

@@ -15,8 +15,8 @@ mod common;
 
 mod backpressure;
 mod billing;
-mod bounds;
 mod binary;
+mod bounds;
 mod deploy;
 mod failures;
 mod http;

@@ -1,11 +1,11 @@
 //! Usage in upstream events: which server events the relay looks at ([`watched`], a look at the
 //! first bytes only, on every upstream text frame) and the token counts of the few that carry
-//! them ([`parse_usage`], a full parse). Called by the upstream→client pump; the session's event
-//! log uses [`top_level_type`].
+//! them ([`parse_usage`], a full parse, which drops counts no event can carry). Called by the
+//! upstream→client pump; the session's event log uses [`top_level_type`].
 
 use serde::Deserialize;
 
-use super::Usage;
+use super::{Usage, MAX_EVENT_TOKENS};
 
 /// The event kinds the relay looks at on the upstream→client path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +115,8 @@ struct WireUsage {
     total_tokens: Option<u64>,
     input_token_details: Option<WireInputDetails>,
     output_token_details: Option<WireOutputDetails>,
+    /// Transcription billed by duration: `{"type":"duration","seconds":2.4}`.
+    seconds: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -163,28 +165,53 @@ impl From<WireUsage> for Usage {
             input_cached: input.cached_tokens.unwrap_or(0),
             output_text: output.text_tokens.unwrap_or(0),
             output_audio: output.audio_tokens.unwrap_or(0),
+            audio_millis: 0,
         }
     }
 }
 
+/// The longest audio one transcription can bill: a session lasts at most 60 minutes, so a larger
+/// figure is a fault, counted as this much rather than pinning the day's total.
+const MAX_TRANSCRIPTION_SECONDS: f64 = 3600.0;
+
 /// Full parse, only for watched events: the usage of a `response.done` (`response.usage`) or of a
-/// `conversation.item.input_audio_transcription.completed` (top-level `usage`, when its type is
-/// `tokens`). Every field is optional. None when the usage is missing or `null`, when a
-/// transcription reports `{"type":"duration",...}` (billed by time, no tokens), for any other
-/// event type, and for a message that is not JSON of this shape.
+/// `conversation.item.input_audio_transcription.completed` (top-level `usage`: tokens, or
+/// `{"type":"duration","seconds":..}` as audio seconds, capped at an hour per event). Every field
+/// is optional. None when the usage is missing or `null`, when a duration has no usable
+/// `seconds`, for any other event type, and for a message that is not JSON of this shape.
+///
+/// Also None, with a warning, when a count is above [`MAX_EVENT_TOKENS`]: such a usage is an
+/// upstream fault, not what the session used, and is counted nowhere (not in the session, the
+/// ledger or the metrics; a `response.done` carrying it counts as a response without usage).
 pub(crate) fn parse_usage(text: &str) -> Option<Usage> {
     let event: WireEvent = serde_json::from_str(text).ok()?;
-    match event.kind.as_deref()? {
-        "response.done" => event.response?.usage.map(Usage::from),
+    let kind = event.kind.as_deref()?;
+    let usage = match kind {
+        "response.done" => event.response?.usage.map(Usage::from)?,
         "conversation.item.input_audio_transcription.completed" => {
             let usage = event.usage?;
             match usage.kind.as_deref() {
-                Some("duration") => None,
-                _ => Some(Usage::from(usage)),
+                Some("duration") => {
+                    let seconds = usage.seconds?.min(MAX_TRANSCRIPTION_SECONDS);
+                    Usage {
+                        audio_millis: super::millis(seconds)?,
+                        ..Usage::default()
+                    }
+                }
+                _ => Usage::from(usage),
             }
         }
-        _ => None,
+        _ => return None,
+    };
+    if !usage.plausible() {
+        // Rare by nature (never seen from OpenAI), so one line each time it happens.
+        log::warn!(
+            event = kind, largest = usage.largest();
+            "usage: the upstream reported a count above {MAX_EVENT_TOKENS} tokens in one event; not counted"
+        );
+        return None;
     }
+    Some(usage)
 }
 
 #[cfg(test)]
@@ -305,11 +332,49 @@ mod tests {
                 input_cached: 64,
                 output_text: 30,
                 output_audio: 91,
+                audio_millis: 0,
             })
         );
     }
 
-    /// Transcription usage counts when reported in tokens, not when reported as a duration.
+    /// A count above the cap in any usage event (a u64::MAX total, say) is not usage: None, so
+    /// nothing counts it (issue 10, 9: upstream usage numbers trusted unchecked).
+    #[test]
+    fn parse_usage_drops_implausible_counts() {
+        let max = u64::MAX;
+        assert_eq!(
+            parse_usage(&format!(
+                r#"{{"type":"response.done","response":{{"usage":{{"total_tokens":{max},"input_tokens":1,"output_tokens":1}}}}}}"#
+            )),
+            None
+        );
+        assert_eq!(
+            parse_usage(&format!(
+                r#"{{"type":"response.done","response":{{"usage":{{"output_token_details":{{"audio_tokens":{}}}}}}}}}"#,
+                MAX_EVENT_TOKENS + 1
+            )),
+            None
+        );
+        assert_eq!(
+            parse_usage(&format!(
+                r#"{{"type":"conversation.item.input_audio_transcription.completed","usage":{{"type":"tokens","input_tokens":{max}}}}}"#
+            )),
+            None
+        );
+        assert_eq!(
+            parse_usage(&format!(
+                r#"{{"type":"response.done","response":{{"usage":{{"total_tokens":{MAX_EVENT_TOKENS}}}}}}}"#
+            )),
+            Some(Usage {
+                total_tokens: MAX_EVENT_TOKENS,
+                ..Usage::default()
+            })
+        );
+    }
+
+    /// Transcription usage counts in tokens when reported in tokens, and as audio seconds (no
+    /// tokens) when reported as a duration; a duration without usable seconds is no usage, and an
+    /// absurd one is capped at an hour.
     #[test]
     fn parse_usage_transcription_tokens_vs_duration() {
         assert_eq!(
@@ -322,7 +387,30 @@ mod tests {
                 ..Usage::default()
             })
         );
-        assert_eq!(parse_usage(TRANSCRIPTION_DURATION), None);
+        assert_eq!(
+            parse_usage(TRANSCRIPTION_DURATION),
+            Some(Usage {
+                audio_millis: 2400,
+                ..Usage::default()
+            })
+        );
+        let duration = |usage: &str| {
+            parse_usage(&format!(
+                r#"{{"type":"conversation.item.input_audio_transcription.completed","usage":{usage}}}"#
+            ))
+        };
+        assert_eq!(duration(r#"{"type":"duration"}"#), None);
+        assert_eq!(duration(r#"{"type":"duration","seconds":null}"#), None);
+        assert_eq!(duration(r#"{"type":"duration","seconds":-3}"#), None);
+        assert_eq!(duration(r#"{"type":"duration","seconds":"2"}"#), None);
+        assert_eq!(
+            duration(r#"{"type":"duration","seconds":1e30}"#).map(|u| u.audio_millis),
+            Some(3_600_000)
+        );
+        assert_eq!(
+            duration(r#"{"type":"duration","seconds":7}"#).map(|u| u.billable()),
+            Some(0)
+        );
     }
 
     /// Missing or null fields read as 0; missing or null usage, other types and bad JSON give None.

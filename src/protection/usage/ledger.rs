@@ -1,14 +1,11 @@
 //! The daily usage [`Ledger`]: totals for all clients, per identity and per model, that budgets
-//! are checked against; it rolls over at UTC midnight and survives restarts through
-//! `USAGE_STATE_FILE`. The registry owns the one ledger (one writer: saves must not run
-//! concurrently) and saves it periodically and on drain; `/stats` reads it.
+//! are checked against. Its day is the clock's UTC day: it starts a fresh day whenever the day it
+//! is asked about differs from its own, later or earlier, so a clock that was ahead (and a state
+//! file saved then) never freezes the daily reset. The registry owns the one ledger, records into
+//! it and checks budgets against it; `store.rs` reads and writes it, `writer.rs` saves copies of it
+//! off the registry's thread; `/stats` reads it.
 
-use std::{
-    collections::BTreeMap,
-    fs, io,
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +28,8 @@ const OTHER: &str = "other";
 ///
 /// State is bounded: the per-identity and per-model maps only hold today, and hold at most
 /// `MAX_IDENTITIES` and `MAX_MODELS` entries; usage of further names is added under
-/// `OTHER`. An identity folded into `other` is held to the global budget only.
+/// `OTHER`. An identity folded into `other` is held to the global budget only. Counts saturate,
+/// and usage no single event can plausibly carry (`Usage::plausible`) is never added.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Ledger {
@@ -51,10 +49,12 @@ pub(crate) enum Budget {
 }
 
 impl Ledger {
-    /// Rolls the daily totals over if `day` is later than self.day (lifetime kept). An earlier
-    /// `day` (the clock went back) changes nothing: counts keep going into the current day.
+    /// Makes `day` the ledger's day: any other day than its own, later or earlier, starts fresh
+    /// daily totals (lifetime kept). Following the clock backwards too is what keeps a day saved
+    /// by a clock that ran ahead from pinning the counts: the cost of a clock that steps back
+    /// over midnight is a few seconds of counts started over, never a day without a reset.
     pub(crate) fn roll(&mut self, day: u64) {
-        if day > self.day {
+        if day != self.day {
             self.day = day;
             self.all = Usage::default();
             self.by_identity.clear();
@@ -62,17 +62,33 @@ impl Ledger {
         }
     }
 
-    /// Adds usage for identity and model on `day` (rolling first).
-    pub(crate) fn record(&mut self, identity: &str, model: &str, usage: &Usage, day: u64) {
+    /// For a ledger just read back: if it was saved on a day later than `today` (the clock was
+    /// ahead then, or is behind now), its daily totals are not today's and are dropped (lifetime
+    /// kept). Returns the day it was saved on when that happened, for a warning.
+    pub(crate) fn settle(&mut self, today: u64) -> Option<u64> {
+        let saved = self.day;
+        (saved > today).then(|| {
+            self.roll(today);
+            saved
+        })
+    }
+
+    /// Adds usage for identity and model on `day` (rolling first). Usage that is not
+    /// [`Usage::plausible`] is not added; returns whether it was.
+    pub(crate) fn record(&mut self, identity: &str, model: &str, usage: &Usage, day: u64) -> bool {
         self.roll(day);
+        if !usage.plausible() {
+            return false;
+        }
         self.all.add(usage);
         self.lifetime.add(usage);
         add_capped(&mut self.by_identity, identity, usage, MAX_IDENTITIES);
         add_capped(&mut self.by_model, model, usage, MAX_MODELS);
+        true
     }
 
-    /// Which budget, if any, is spent (>= limit) for this identity today: global checked first.
-    /// None limits = unlimited. A `day` later than the ledger's counts as a fresh day.
+    /// Which budget, if any, is spent (>= limit) for this identity on `day`: global checked
+    /// first. None limits = unlimited. A `day` other than the ledger's counts as a fresh day.
     pub(crate) fn exhausted(
         &self,
         identity: &str,
@@ -80,7 +96,7 @@ impl Ledger {
         global_limit: Option<u64>,
         client_limit: Option<u64>,
     ) -> Option<Budget> {
-        let fresh = day > self.day;
+        let fresh = day != self.day;
         let spent_all = if fresh { 0 } else { self.all.billable() };
         if global_limit.is_some_and(|limit| spent_all >= limit) {
             return Some(Budget::Global);
@@ -93,76 +109,6 @@ impl Ledger {
             return Some(Budget::Client);
         }
         None
-    }
-
-    /// Writes JSON atomically: to `<path>.tmp` in the same directory, fsync (File::sync_all),
-    /// rename over `path`; creates parent dir if missing. Not safe to call concurrently for the
-    /// same path.
-    pub(crate) fn save(&self, path: &Path) -> io::Result<()> {
-        let json = serde_json::to_vec(self).map_err(io::Error::other)?;
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-        if let Some(dir) = parent {
-            fs::create_dir_all(dir)?;
-        }
-        let tmp = with_suffix(path, ".tmp");
-        {
-            let mut file = fs::File::create(&tmp)?;
-            io::Write::write_all(&mut file, &json)?;
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable. Best effort: not every platform can open a directory.
-        #[cfg(unix)]
-        if let Ok(dir) = fs::File::open(parent.unwrap_or(Path::new("."))) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    }
-
-    /// Loads a saved ledger; a missing file → Ok(Ledger::default()); a file that is not a ledger
-    /// → Err of kind `InvalidData`; other read errors are passed on.
-    pub fn load(path: &Path) -> io::Result<Ledger> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ledger::default()),
-            Err(e) => return Err(e),
-        };
-        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    }
-
-    /// [`Ledger::load`], never failing: a corrupt file is renamed to `<path>.corrupt-<unix>` and
-    /// the ledger starts empty; an unreadable one is left alone and the ledger starts empty. The
-    /// second value is a warning for the caller to log when either happened.
-    pub(crate) fn load_or_quarantine(path: &Path) -> (Ledger, Option<String>) {
-        match Ledger::load(path) {
-            Ok(ledger) => (ledger, None),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let aside = with_suffix(path, &format!(".corrupt-{unix}"));
-                let warning = match fs::rename(path, &aside) {
-                    Ok(()) => format!(
-                        "usage state file {} is corrupt ({e}); moved it to {} and started usage totals from zero",
-                        path.display(),
-                        aside.display()
-                    ),
-                    Err(re) => format!(
-                        "usage state file {} is corrupt ({e}) and could not be moved aside ({re}); started usage totals from zero",
-                        path.display()
-                    ),
-                };
-                (Ledger::default(), Some(warning))
-            }
-            Err(e) => (
-                Ledger::default(),
-                Some(format!(
-                    "usage state file {} could not be read ({e}); started usage totals from zero",
-                    path.display()
-                )),
-            ),
-        }
     }
 }
 
@@ -177,30 +123,10 @@ fn add_capped(map: &mut BTreeMap<String, Usage>, name: &str, usage: &Usage, cap:
     map.entry(key.to_owned()).or_default().add(usage);
 }
 
-/// `path` with `suffix` appended to its file name (`state.json` → `state.json.tmp`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protection::usage::{
-        parse_usage,
-        tests::{tokens, RESPONSE_DONE},
-    };
-
-    fn scratch_path(name: &str) -> PathBuf {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        std::env::temp_dir()
-            .join(format!("relay-usage-{}-{nanos}-{name}", std::process::id()))
-            .join("state.json")
-    }
+    use crate::protection::usage::{tests::tokens, MAX_EVENT_TOKENS};
 
     /// Day numbers change at UTC midnight.
     #[test]
@@ -212,7 +138,7 @@ mod tests {
         assert_eq!(utc_day(1_777_593_600), 20_574);
     }
 
-    /// record adds to all, identity, model and lifetime; a later day resets all but lifetime.
+    /// record adds to all, identity, model and lifetime; another day resets all but lifetime.
     #[test]
     fn ledger_record_and_roll() {
         let mut ledger = Ledger::default();
@@ -226,17 +152,76 @@ mod tests {
         assert_eq!(ledger.by_model["gpt-realtime-mini"].billable(), 6);
         assert_eq!(ledger.lifetime.billable(), 16);
 
-        // A clock that steps back keeps counting into the current day.
-        ledger.record("bob", "gpt-realtime", &tokens(2), 99);
-        assert_eq!(ledger.day, 100);
-        assert_eq!(ledger.by_identity["bob"].billable(), 7);
-
         ledger.record("carol", "gpt-realtime", &tokens(4), 101);
         assert_eq!(ledger.day, 101);
         assert_eq!(ledger.all.billable(), 4);
         assert_eq!(ledger.by_identity.len(), 1);
         assert_eq!(ledger.by_model.len(), 1);
-        assert_eq!(ledger.lifetime.billable(), 22);
+        assert_eq!(ledger.lifetime.billable(), 20);
+    }
+
+    /// A clock that went back a day counts into the day it says, not into the later one: the
+    /// later day's counts are not today's (issue 10, 9: a ledger dated in the future).
+    #[test]
+    fn ledger_follows_a_clock_that_went_back() {
+        let mut ledger = Ledger::default();
+        ledger.record("alice", "m", &tokens(50), 105);
+        ledger.record("alice", "m", &tokens(2), 100);
+        assert_eq!(ledger.day, 100);
+        assert_eq!(ledger.all.billable(), 2);
+        assert_eq!(ledger.by_identity["alice"].billable(), 2);
+        assert_eq!(ledger.lifetime.billable(), 52);
+        // The next day resets again, as any other day would.
+        ledger.record("bob", "m", &tokens(3), 101);
+        assert_eq!(ledger.all.billable(), 3);
+        assert!(!ledger.by_identity.contains_key("alice"));
+    }
+
+    /// Budgets spent on a day later than today are not spent today, and a ledger read back
+    /// with such a day drops its daily counts (keeping lifetime) and says so.
+    #[test]
+    fn ledger_from_the_future_is_not_today() {
+        let mut ledger = Ledger::default();
+        ledger.record("alice", "m", &tokens(100), 20_579);
+        assert_eq!(
+            ledger.exhausted("alice", 20_579, Some(100), None),
+            Some(Budget::Global)
+        );
+        assert_eq!(
+            ledger.exhausted("alice", 20_574, Some(100), Some(100)),
+            None
+        );
+
+        assert_eq!(ledger.clone().settle(20_579), None);
+        assert_eq!(ledger.clone().settle(20_580), None);
+        assert_eq!(ledger.settle(20_574), Some(20_579));
+        assert_eq!(ledger.day, 20_574);
+        assert_eq!(ledger.all, Usage::default());
+        assert!(ledger.by_identity.is_empty() && ledger.by_model.is_empty());
+        assert_eq!(ledger.lifetime.billable(), 100);
+    }
+
+    /// A usage no event can carry (a u64::MAX total) is not counted and does not pin the day's
+    /// total; one at the cap is counted; totals saturate instead of wrapping.
+    #[test]
+    fn ledger_refuses_implausible_usage() {
+        let mut ledger = Ledger::default();
+        let absurd = Usage {
+            total_tokens: u64::MAX,
+            ..tokens(10)
+        };
+        assert!(!ledger.record("alice", "m", &absurd, 7));
+        assert_eq!(ledger.all, Usage::default());
+        assert_eq!(ledger.lifetime, Usage::default());
+        assert!(ledger.by_identity.is_empty() && ledger.by_model.is_empty());
+        assert_eq!(ledger.exhausted("alice", 7, Some(1_000), Some(1_000)), None);
+
+        assert!(ledger.record("alice", "m", &tokens(MAX_EVENT_TOKENS), 7));
+        assert_eq!(ledger.all.billable(), MAX_EVENT_TOKENS);
+
+        ledger.lifetime.total_tokens = u64::MAX - 1;
+        assert!(ledger.record("alice", "m", &tokens(10), 7));
+        assert_eq!(ledger.lifetime.total_tokens, u64::MAX);
     }
 
     /// The global budget is checked first, then the client's; both reset on a new day.
@@ -285,78 +270,5 @@ mod tests {
         // Known identities keep their own entry.
         ledger.record("client-0", "m", &tokens(1), 1);
         assert_eq!(ledger.by_identity["client-0"].billable(), 2);
-    }
-
-    /// save then load gives back the same ledger, through a directory save created.
-    #[test]
-    fn ledger_save_load_round_trip() -> io::Result<()> {
-        let path = scratch_path("roundtrip");
-        let mut ledger = Ledger::default();
-        ledger.record(
-            "alice",
-            "gpt-realtime",
-            &parse_usage(RESPONSE_DONE).unwrap_or_default(),
-            20_574,
-        );
-        ledger.record("bob", "gpt-realtime-mini", &tokens(9), 20_574);
-        ledger.save(&path)?;
-        assert!(!with_suffix(&path, ".tmp").exists());
-        ledger.record("bob", "gpt-realtime-mini", &tokens(1), 20_574);
-        ledger.save(&path)?;
-
-        let loaded = Ledger::load(&path)?;
-        assert_eq!(loaded.day, 20_574);
-        assert_eq!(loaded.all, ledger.all);
-        assert_eq!(loaded.lifetime, ledger.lifetime);
-        assert_eq!(loaded.by_identity, ledger.by_identity);
-        assert_eq!(loaded.by_model, ledger.by_model);
-        assert_eq!(Ledger::load_or_quarantine(&path).1, None);
-
-        if let Some(dir) = path.parent() {
-            fs::remove_dir_all(dir)?;
-        }
-        Ok(())
-    }
-
-    /// A missing state file is an empty ledger, not an error.
-    #[test]
-    fn ledger_load_missing_is_empty() -> io::Result<()> {
-        let path = scratch_path("missing");
-        let ledger = Ledger::load(&path)?;
-        assert_eq!(ledger.day, 0);
-        assert!(ledger.by_identity.is_empty());
-        let (ledger, warning) = Ledger::load_or_quarantine(&path);
-        assert_eq!(ledger.all, Usage::default());
-        assert_eq!(warning, None);
-        Ok(())
-    }
-
-    /// A corrupt state file is an error for load, and is moved aside by load_or_quarantine.
-    #[test]
-    fn ledger_corrupt_file_is_quarantined() -> io::Result<()> {
-        let path = scratch_path("corrupt");
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        fs::create_dir_all(&dir)?;
-        fs::write(&path, b"{\"day\": 3, \"all\": {\"input_tok")?;
-
-        let err = Ledger::load(&path).err().map(|e| e.kind());
-        assert_eq!(err, Some(io::ErrorKind::InvalidData));
-
-        let (ledger, warning) = Ledger::load_or_quarantine(&path);
-        assert_eq!(ledger.day, 0);
-        assert!(warning.is_some_and(|w| w.contains("corrupt")));
-        assert!(!path.exists());
-        let aside: Vec<String> = fs::read_dir(&dir)?
-            .filter_map(|entry| entry.ok())
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(aside.len(), 1);
-        assert!(aside[0].starts_with("state.json.corrupt-"));
-
-        // The next save starts a fresh file in the same place.
-        ledger.save(&path)?;
-        assert_eq!(Ledger::load(&path)?.day, 0);
-        fs::remove_dir_all(&dir)?;
-        Ok(())
     }
 }

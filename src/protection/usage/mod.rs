@@ -1,24 +1,38 @@
 //! Token usage: the [`Usage`] counts, read from upstream events (`event.rs`) and added up in the
-//! daily [`Ledger`] that budgets are checked against (`ledger.rs`). Pure logic, no actors and no
-//! clock: callers pass the day in, so tests can move time.
+//! daily [`Ledger`] that budgets are checked against (`ledger.rs`), which survives restarts in
+//! `USAGE_STATE_FILE` (`store.rs`: the atomic write and the read back; `writer.rs`: the thread
+//! that writes it; `lock.rs`: one relay per file). The logic has no actors and no clock: callers
+//! pass the day in, so tests can move time.
 //!
 //! The upstream→client pump calls `watched` on every text frame and `parse_usage` on the few
-//! that carry usage; only upstream frames are looked at, so a client cannot fabricate usage. The
-//! registry owns the one ledger: it records into it, checks budgets against it and saves it to
-//! `USAGE_STATE_FILE`. Sessions, `/stats` and the metrics read [`Usage`] values.
+//! that carry usage; only upstream frames are looked at, so a client cannot fabricate usage, and
+//! usage no event can plausibly carry is dropped there. The registry owns the one ledger: it
+//! records into it, checks budgets against it and hands copies to the writer. `relay::start`
+//! takes the lock. Sessions, `/stats` and the metrics read [`Usage`] values.
 
 mod event;
 mod ledger;
+mod lock;
+mod store;
+mod writer;
 
 pub use self::ledger::Ledger;
 pub(crate) use self::{
     event::{parse_usage, top_level_type, watched, Watched},
     ledger::{utc_day, Budget},
+    lock::StateLock,
+    writer::Writer,
 };
+
+/// The most tokens one event may report in any field. A Realtime response or transcription uses
+/// thousands (a context window is about 10^5); a count beyond this (a `u64::MAX` total, say) is
+/// an upstream fault, and counting it would spend every budget for the day at once.
+pub(crate) const MAX_EVENT_TOKENS: u64 = 1_000_000_000;
 
 use serde::{Deserialize, Serialize};
 
-/// Token counts, split as OpenAI reports them. All fields default 0.
+/// Token counts, split as OpenAI reports them, and audio billed by duration. All fields default
+/// 0, so a state file written before a field existed still loads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
@@ -31,6 +45,11 @@ pub struct Usage {
     pub input_cached: u64,
     pub output_text: u64,
     pub output_audio: u64,
+    /// Input audio transcribed and billed by duration (`"usage":{"type":"duration",...}`), in
+    /// milliseconds; written and read as `audio_seconds` in `/stats` and the state file. Budgets
+    /// count tokens only, so this is not in `Usage::billable`.
+    #[serde(rename = "audio_seconds", with = "seconds")]
+    pub audio_millis: u64,
 }
 
 impl Usage {
@@ -45,6 +64,35 @@ impl Usage {
         self.input_cached = self.input_cached.saturating_add(other.input_cached);
         self.output_text = self.output_text.saturating_add(other.output_text);
         self.output_audio = self.output_audio.saturating_add(other.output_audio);
+        self.audio_millis = self.audio_millis.saturating_add(other.audio_millis);
+    }
+
+    /// Seconds of audio billed by duration.
+    pub(crate) fn audio_seconds(&self) -> f64 {
+        self.audio_millis as f64 / 1000.0
+    }
+
+    /// Whether one event can carry these counts: none above [`MAX_EVENT_TOKENS`].
+    pub(crate) fn plausible(&self) -> bool {
+        self.largest() <= MAX_EVENT_TOKENS
+    }
+
+    /// The largest of the counts.
+    pub(crate) fn largest(&self) -> u64 {
+        [
+            self.input_tokens,
+            self.output_tokens,
+            self.total_tokens,
+            self.input_text,
+            self.input_audio,
+            self.input_image,
+            self.input_cached,
+            self.output_text,
+            self.output_audio,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
     }
 
     /// What budgets count: total_tokens, or input+output when total is absent/0.
@@ -68,6 +116,29 @@ impl Usage {
             ("output_audio", self.output_audio),
         ]
     }
+}
+
+/// Milliseconds kept as integers (so [`Usage`] stays `Eq` and sums exactly), written and read as
+/// seconds with a fraction.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(millis: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(*millis as f64 / 1000.0)
+    }
+
+    /// A negative, non-finite or absurd value reads as 0 rather than failing the whole file.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let seconds = f64::deserialize(d)?;
+        Ok(super::millis(seconds).unwrap_or(0))
+    }
+}
+
+/// `seconds` as whole milliseconds, if it is a finite, non-negative number that fits.
+pub(crate) fn millis(seconds: f64) -> Option<u64> {
+    // `as` saturates; 2^53 ms is far beyond any real total and keeps the conversion exact.
+    (seconds.is_finite() && seconds >= 0.0 && seconds * 1000.0 < 9_007_199_254_740_992.0)
+        .then(|| (seconds * 1000.0).round() as u64)
 }
 
 #[cfg(test)]
@@ -109,6 +180,30 @@ pub(crate) mod tests {
         assert_eq!(huge.billable(), u64::MAX);
     }
 
+    /// Any one count above the cap makes a usage implausible; at the cap it is plausible.
+    #[test]
+    fn plausible_caps_every_field() {
+        assert!(Usage::default().plausible());
+        assert!(tokens(MAX_EVENT_TOKENS).plausible());
+        let fields: [fn(&mut Usage) -> &mut u64; 9] = [
+            |u| &mut u.input_tokens,
+            |u| &mut u.output_tokens,
+            |u| &mut u.total_tokens,
+            |u| &mut u.input_text,
+            |u| &mut u.input_audio,
+            |u| &mut u.input_image,
+            |u| &mut u.input_cached,
+            |u| &mut u.output_text,
+            |u| &mut u.output_audio,
+        ];
+        for field in fields {
+            let mut usage = tokens(10);
+            *field(&mut usage) = MAX_EVENT_TOKENS + 1;
+            assert!(!usage.plausible(), "{usage:?}");
+            assert_eq!(usage.largest(), MAX_EVENT_TOKENS + 1);
+        }
+    }
+
     /// add sums every field; by_kind labels the six split counts in order.
     #[test]
     fn add_and_by_kind() {
@@ -118,6 +213,12 @@ pub(crate) mod tests {
         sum.add(&one);
         assert_eq!(sum.total_tokens, 506);
         assert_eq!(sum.input_cached, 128);
+        let audio = parse_usage(TRANSCRIPTION_DURATION).unwrap_or_default();
+        sum.add(&audio);
+        sum.add(&audio);
+        assert_eq!(sum.audio_millis, 4800);
+        assert_eq!(sum.audio_seconds(), 4.8);
+        assert_eq!(sum.total_tokens, 506, "audio by duration is not tokens");
         assert_eq!(
             sum.by_kind(),
             [
@@ -129,5 +230,40 @@ pub(crate) mod tests {
                 ("output_audio", 182),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::{tests::TRANSCRIPTION_DURATION, *};
+
+    /// Audio is written as `audio_seconds` with a fraction and read back exactly; a usage written
+    /// before the field existed reads as 0 seconds.
+    #[test]
+    fn audio_seconds_round_trip_and_old_files_load() {
+        let usage = parse_usage(TRANSCRIPTION_DURATION).unwrap_or_default();
+        let json = serde_json::to_value(usage).expect("serializes");
+        assert_eq!(json["audio_seconds"], 2.4, "{json}");
+        assert!(json.get("audio_millis").is_none(), "{json}");
+        let back: Usage = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, usage);
+        let old: Usage =
+            serde_json::from_str(r#"{"input_tokens":3,"total_tokens":3}"#).expect("old shape");
+        assert_eq!(old.audio_millis, 0);
+        assert_eq!(old.total_tokens, 3);
+        let odd: Usage = serde_json::from_str(r#"{"audio_seconds":-4}"#).expect("tolerated");
+        assert_eq!(odd.audio_millis, 0);
+    }
+
+    /// Only finite, non-negative seconds become milliseconds.
+    #[test]
+    fn millis_of_seconds() {
+        assert_eq!(millis(2.4), Some(2400));
+        assert_eq!(millis(0.0), Some(0));
+        assert_eq!(millis(0.0004), Some(0));
+        assert_eq!(millis(-1.0), None);
+        assert_eq!(millis(f64::NAN), None);
+        assert_eq!(millis(f64::INFINITY), None);
+        assert_eq!(millis(1e300), None);
     }
 }

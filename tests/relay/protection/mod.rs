@@ -3,17 +3,31 @@
 //! `openai-insecure-api-key.<token>` subprotocol), per-client connection and rate limits and the
 //! model allowlist (`limits`), usage read off upstream `response.done` into `/metrics` and
 //! `/stats` (`usage`), daily budgets and the cut-off that waits for the response in flight
-//! (`budgets`), the usage state file (`state_file`), the `OpenAI-Safety-Identifier` header
-//! (`safety_identifier`), and SIGHUP token reload and logs in the binary (`binary`).
+//! (`budgets`), the usage state file (`state_file`) and the faults its ledger must survive, one
+//! relay per file among them (`ledger_faults`), the `OpenAI-Safety-Identifier` header
+//! (`safety_identifier`) and its key (`safety_secret`), and SIGHUP token reload and logs in the
+//! binary (`binary`). Issue 10's smaller holes: ALLOWED_MODELS on `session.update`
+//! (`session_update`; the URL's model and intent are in `protocol::query`), audio billed by
+//! duration (`audio_usage`), IPv6 clients keyed by their /64 (`addresses`), JWT audience and
+//! issuer (`jwt_claims`), failed authentication throttled and refusal lines collapsed
+//! (`auth_throttle`), and only the relay's own pings answered counting (`liveness`).
 //! `MAX_SESSION_DURATION` is pinned in `session_duration`. Every refusal is checked for its code,
 //! its close code and that nothing was dialed upstream; every credential for never reaching the
 //! upstream or the logs.
 
+mod addresses;
+mod audio_usage;
+mod auth_throttle;
 mod binary;
 mod budgets;
 mod jwt;
+mod jwt_claims;
+mod ledger_faults;
 mod limits;
+mod liveness;
 mod safety_identifier;
+mod safety_secret;
+mod session_update;
 mod state_file;
 mod tokens;
 mod usage;

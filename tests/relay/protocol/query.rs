@@ -158,3 +158,70 @@ async fn all_three_paths_relay() {
     }
     h.stop().await;
 }
+
+/// Opens `query` on a relay that must refuse it with `model_not_allowed` (1008) naming `name`.
+async fn refused_as(h: &Harness, query: &str, name: &str) {
+    let (_, mut ws) = connect_with(
+        &format!("{}/v1/realtime{query}", h.base),
+        &["realtime"],
+        &[],
+    )
+    .await
+    .expect("upgrade succeeds; the refusal comes as an event and a close");
+    let event = expect_failure(&mut ws, "model_not_allowed", 1008).await;
+    assert_message_contains(&event, &format!("{name:?}"));
+}
+
+/// With ALLOWED_MODELS set, `?model=<allowed>&intent=transcription` is held to the list under
+/// both names: refused (no dial) until `intent:transcription` is listed too, and a listed intent
+/// does not let an unlisted model through; `?intent=transcription` alone needs the intent listed.
+#[actix_web::test]
+async fn model_and_intent_are_both_held_to_allowed_models() {
+    let h = start(Script::echo(), &[("ALLOWED_MODELS", "gpt-realtime-mini")]).await;
+    let both = "?model=gpt-realtime-mini&intent=transcription";
+    refused_as(&h, both, "intent:transcription").await;
+    refused_as(&h, "?intent=transcription", "intent:transcription").await;
+    let _ws = connect(&h, "/v1/realtime?model=gpt-realtime-mini").await;
+    let shakes = h.fake.recorder().wait_handshakes(1, T).await.expect("dial");
+    assert_eq!(
+        shakes.len(),
+        1,
+        "only the plain model was dialed: {shakes:?}"
+    );
+    let s = stats::get(&h.http()).await;
+    assert_eq!(s["rejected_by_reason"]["model_not_allowed"], 2, "{s}");
+    h.stop().await;
+
+    let h = start(
+        Script::echo(),
+        &[("ALLOWED_MODELS", "gpt-realtime-mini,intent:transcription")],
+    )
+    .await;
+    refused_as(
+        &h,
+        "?model=gpt-realtime&intent=transcription",
+        "gpt-realtime",
+    )
+    .await;
+    let hs = handshake_for(&h, both).await;
+    assert_eq!(
+        path_and_pairs(&hs).1,
+        pairs(&[("model", "gpt-realtime-mini"), ("intent", "transcription")])
+    );
+    let hs = handshake_for_next(&h, "?intent=transcription", 2).await;
+    assert_eq!(path_and_pairs(&hs).1, pairs(&[("intent", "transcription")]));
+    h.stop().await;
+}
+
+/// Opens a session with `query` and returns the upstream handshake it made, the `n`th overall.
+async fn handshake_for_next(h: &Harness, query: &str, n: usize) -> Handshake {
+    let ws = connect(h, &format!("/v1/realtime{query}")).await;
+    let shakes = h
+        .fake
+        .recorder()
+        .wait_handshakes(n, T)
+        .await
+        .expect("the relay dials the upstream");
+    drop(ws);
+    shakes[n - 1].clone()
+}
