@@ -1,5 +1,5 @@
-//! Why a session ended, and how each ending looks on the wire: which side caused it, the close
-//! code the client receives, the `error` event sent before it (for failures, except a client's
+//! `SessionEnd`: why a session ended, and how each ending looks on the wire: the close code the
+//! client receives, the `error` event sent before it (for failures, except a client's
 //! protocol violation, which gets the close frame alone), and the metric label.
 
 use std::fmt;
@@ -8,7 +8,7 @@ use crate::protection::usage::Budget;
 
 /// Every way a session can end.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CloseReason {
+pub(crate) enum SessionEnd {
     /// The client sent a close frame; it is echoed and passed upstream.
     ClientClosed { code: u16, reason: String },
     /// The client's connection ended without a close frame.
@@ -74,10 +74,10 @@ const RESERVED_CODES: [u16; 3] = [1005, 1006, 1015];
 /// The largest close reason that fits a control frame.
 pub(crate) const MAX_REASON_BYTES: usize = 123;
 
-impl CloseReason {
+impl SessionEnd {
     /// The metric and log label: a closed set, never an id or a free string.
     pub(crate) fn label(&self) -> &'static str {
-        use CloseReason::*;
+        use SessionEnd::*;
         match self {
             ClientClosed { .. } => "client_closed",
             ClientGone => "client_gone",
@@ -157,7 +157,7 @@ impl CloseReason {
 
     /// The close code the client receives; `None` when it is gone and gets no close frame.
     pub(crate) fn client_code(&self) -> Option<u16> {
-        use CloseReason::*;
+        use SessionEnd::*;
         Some(match self {
             ClientClosed { code, .. } => *code,
             ClientGone => return None,
@@ -197,8 +197,9 @@ impl CloseReason {
     /// The close reason text the client receives, at most 123 bytes.
     pub(crate) fn client_reason(&self) -> String {
         let text = match self {
-            CloseReason::ClientClosed { reason, .. }
-            | CloseReason::UpstreamClosed { reason, .. } => reason.clone(),
+            SessionEnd::ClientClosed { reason, .. } | SessionEnd::UpstreamClosed { reason, .. } => {
+                reason.clone()
+            }
             other => other.code().unwrap_or(other.label()).to_string(),
         };
         truncate_utf8(&text, MAX_REASON_BYTES).to_string()
@@ -208,7 +209,7 @@ impl CloseReason {
     /// endings that are not failures (the client closed, the upstream closed cleanly, or the
     /// client is gone).
     pub(crate) fn code(&self) -> Option<&'static str> {
-        use CloseReason::*;
+        use SessionEnd::*;
         match self {
             ClientClosed { .. } | ClientGone => None,
             UpstreamClosed { code, .. } => match code {
@@ -228,7 +229,7 @@ impl CloseReason {
 
     /// A sentence for the client (and the log) that says what happened. Never holds the key.
     pub(crate) fn message(&self) -> String {
-        use CloseReason::*;
+        use SessionEnd::*;
         match self {
             ClientClosed { code, .. } => format!("The client closed the session ({code})."),
             ClientGone => "The client disconnected without a close frame.".into(),
@@ -303,8 +304,8 @@ impl CloseReason {
     /// The close code the upstream receives when the relay ends the session from this side.
     pub(crate) fn upstream_code(&self) -> u16 {
         match self {
-            CloseReason::ClientClosed { code, .. } if !RESERVED_CODES.contains(code) => *code,
-            CloseReason::ShuttingDown => 1001,
+            SessionEnd::ClientClosed { code, .. } if !RESERVED_CODES.contains(code) => *code,
+            SessionEnd::ShuttingDown => 1001,
             _ => 1000,
         }
     }
@@ -312,7 +313,7 @@ impl CloseReason {
     /// Whether the client broke the WebSocket protocol (1002, 1007, 1009): RFC 6455 §7.1.7 says
     /// to fail the connection, so the close frame is all it gets.
     pub(crate) fn fails_the_connection(&self) -> bool {
-        use CloseReason::*;
+        use SessionEnd::*;
         matches!(
             self,
             ClientProtocolError
@@ -332,7 +333,7 @@ impl CloseReason {
     }
 }
 
-impl fmt::Display for CloseReason {
+impl fmt::Display for SessionEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
     }
@@ -381,14 +382,14 @@ mod tests {
     #[test]
     fn reserved_upstream_codes_become_1011() {
         for code in [Some(1005), Some(1006), Some(1015), None] {
-            let r = CloseReason::UpstreamClosed {
+            let r = SessionEnd::UpstreamClosed {
                 code,
                 reason: String::new(),
             };
             assert_eq!(r.client_code(), Some(1011));
             assert_eq!(r.code(), Some("upstream_closed"));
         }
-        let clean = CloseReason::UpstreamClosed {
+        let clean = SessionEnd::UpstreamClosed {
             code: Some(4000),
             reason: "invalid_request_error.beta_api_shape_disabled".into(),
         };
@@ -403,7 +404,7 @@ mod tests {
     #[test]
     fn reason_is_cut_on_a_char_boundary() {
         let long = "é".repeat(100); // 200 bytes
-        let r = CloseReason::UpstreamClosed {
+        let r = SessionEnd::UpstreamClosed {
             code: Some(1000),
             reason: long,
         };
@@ -416,37 +417,37 @@ mod tests {
     fn failure_codes_and_close_codes() {
         let cases = [
             (
-                CloseReason::CapacityExceeded { max: 1 },
+                SessionEnd::CapacityExceeded { max: 1 },
                 "capacity_exceeded",
                 1013,
             ),
             (
-                CloseReason::UpstreamTimeout { after_ms: 5 },
+                SessionEnd::UpstreamTimeout { after_ms: 5 },
                 "upstream_timeout",
                 1013,
             ),
             (
-                CloseReason::UpstreamUnavailable { detail: "x".into() },
+                SessionEnd::UpstreamUnavailable { detail: "x".into() },
                 "upstream_unavailable",
                 1011,
             ),
             (
-                CloseReason::UpstreamAuthFailed { status: 401 },
+                SessionEnd::UpstreamAuthFailed { status: 401 },
                 "upstream_auth_failed",
                 1011,
             ),
             (
-                CloseReason::UpstreamRateLimited,
+                SessionEnd::UpstreamRateLimited,
                 "upstream_rate_limited",
                 1013,
             ),
             (
-                CloseReason::UpstreamRejected { status: 500 },
+                SessionEnd::UpstreamRejected { status: 500 },
                 "upstream_rejected",
                 1011,
             ),
-            (CloseReason::IdleTimeout, "session_idle_timeout", 1000),
-            (CloseReason::ShuttingDown, "server_shutting_down", 1012),
+            (SessionEnd::IdleTimeout, "session_idle_timeout", 1000),
+            (SessionEnd::ShuttingDown, "server_shutting_down", 1012),
         ];
         for (reason, code, close) in cases {
             assert_eq!(reason.code(), Some(code), "{reason:?}");
@@ -464,18 +465,18 @@ mod tests {
     fn protocol_violations_get_the_close_frame_alone() {
         let cases = [
             (
-                CloseReason::ClientProtocolError,
+                SessionEnd::ClientProtocolError,
                 1002,
                 "invalid_websocket_frame",
             ),
-            (CloseReason::ClientInvalidUtf8, 1007, "invalid_utf8"),
+            (SessionEnd::ClientInvalidUtf8, 1007, "invalid_utf8"),
             (
-                CloseReason::ClientMessageTooLarge { limit: 1 },
+                SessionEnd::ClientMessageTooLarge { limit: 1 },
                 1009,
                 "message_too_large",
             ),
             (
-                CloseReason::ClientTooManyFragments { limit: 1 },
+                SessionEnd::ClientTooManyFragments { limit: 1 },
                 1009,
                 "message_too_large",
             ),
@@ -485,36 +486,36 @@ mod tests {
             assert_eq!(reason.error_event("evt_1"), None, "{reason:?}");
             assert_eq!(reason.client_code(), Some(close), "{reason:?}");
             assert_eq!(reason.client_reason(), text, "{reason:?}");
-            assert!(CloseReason::LABELS.contains(&reason.label()), "{reason:?}");
+            assert!(SessionEnd::LABELS.contains(&reason.label()), "{reason:?}");
         }
-        assert!(!CloseReason::ClientQueueOverflow { limit: 1 }.fails_the_connection());
-        assert!(!CloseReason::UpstreamMessageTooLarge { limit: 1 }.fails_the_connection());
+        assert!(!SessionEnd::ClientQueueOverflow { limit: 1 }.fails_the_connection());
+        assert!(!SessionEnd::UpstreamMessageTooLarge { limit: 1 }.fails_the_connection());
     }
 
     #[test]
     fn a_client_that_is_gone_gets_no_close_code() {
-        assert_eq!(CloseReason::ClientGone.client_code(), None);
-        assert_eq!(CloseReason::HeartbeatTimeout.client_code(), Some(1001));
+        assert_eq!(SessionEnd::ClientGone.client_code(), None);
+        assert_eq!(SessionEnd::HeartbeatTimeout.client_code(), Some(1001));
     }
 
     #[test]
     fn refusal_only_labels_are_labels() {
-        for label in CloseReason::REFUSAL_ONLY_LABELS {
-            assert!(CloseReason::LABELS.contains(&label), "{label}");
+        for label in SessionEnd::REFUSAL_ONLY_LABELS {
+            assert!(SessionEnd::LABELS.contains(&label), "{label}");
         }
     }
 
     #[test]
     fn every_label_is_listed() {
         let all = [
-            CloseReason::ClientGone,
-            CloseReason::UpstreamGone,
-            CloseReason::HeartbeatTimeout,
-            CloseReason::ClientTooSlow,
-            CloseReason::UpstreamTooSlow,
+            SessionEnd::ClientGone,
+            SessionEnd::UpstreamGone,
+            SessionEnd::HeartbeatTimeout,
+            SessionEnd::ClientTooSlow,
+            SessionEnd::UpstreamTooSlow,
         ];
         for r in all {
-            assert!(CloseReason::LABELS.contains(&r.label()));
+            assert!(SessionEnd::LABELS.contains(&r.label()));
         }
     }
 }

@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use crate::{
     admission::stats::Stats,
-    close::CloseReason,
+    close::SessionEnd,
     protection::usage::{Budget, Usage},
     session::msg::{SessionHandle, SessionId},
 };
@@ -31,14 +31,14 @@ pub(crate) enum Rejected {
 }
 
 impl Rejected {
-    pub(crate) fn into_close_reason(self) -> CloseReason {
+    pub(crate) fn into_close_reason(self) -> SessionEnd {
         match self {
-            Rejected::Capacity { max } => CloseReason::CapacityExceeded { max },
-            Rejected::ShuttingDown => CloseReason::ShuttingDown,
-            Rejected::TooManyConnections { max } => CloseReason::TooManyConnections { max },
-            Rejected::RateLimited { per_minute } => CloseReason::RateLimited { per_minute },
-            Rejected::ModelNotAllowed { model } => CloseReason::ModelNotAllowed { model },
-            Rejected::BudgetExceeded { budget } => CloseReason::BudgetExceeded { budget },
+            Rejected::Capacity { max } => SessionEnd::CapacityExceeded { max },
+            Rejected::ShuttingDown => SessionEnd::ShuttingDown,
+            Rejected::TooManyConnections { max } => SessionEnd::TooManyConnections { max },
+            Rejected::RateLimited { per_minute } => SessionEnd::RateLimited { per_minute },
+            Rejected::ModelNotAllowed { model } => SessionEnd::ModelNotAllowed { model },
+            Rejected::BudgetExceeded { budget } => SessionEnd::BudgetExceeded { budget },
         }
     }
 
@@ -71,7 +71,7 @@ pub(crate) struct Admit {
 #[rtype(result = "()")]
 pub(crate) struct Release {
     pub(crate) id: SessionId,
-    pub(crate) reason: CloseReason,
+    pub(crate) reason: SessionEnd,
 }
 
 /// Stop admitting and tell every live session to end; answers how many were live.

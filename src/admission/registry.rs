@@ -26,7 +26,7 @@ use crate::{
         },
         stats::{ConnectTimes, DirectionStats, IdentityUsage, Stats, UsageStats, TOP_IDENTITIES},
     },
-    close::{budget_words, CloseReason},
+    close::{budget_words, SessionEnd},
     ops::metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
     protection::usage::{self, Budget, Ledger, StateLock, Usage, Writer},
     session::msg::{BudgetSpent, End, SessionHandle, SessionId},
@@ -244,7 +244,7 @@ impl Registry {
     }
 
     /// Frees a session's slot; releasing twice is harmless.
-    pub(crate) fn release(&mut self, id: SessionId, reason: &CloseReason) {
+    pub(crate) fn release(&mut self, id: SessionId, reason: &SessionEnd) {
         if let Some(entry) = self.sessions.remove(&id) {
             if let Some(n) = self.live_by_identity.get_mut(&entry.identity) {
                 *n -= 1;
@@ -283,7 +283,7 @@ impl Registry {
             Metrics::by_label(&m.upstream_connect_failures, &CONNECT_FAILURE_LABELS)
                 .into_iter()
                 .collect();
-        let closed_by_reason = Metrics::by_label(&m.sessions_closed, &CloseReason::LABELS)
+        let closed_by_reason = Metrics::by_label(&m.sessions_closed, &SessionEnd::LABELS)
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
@@ -453,7 +453,7 @@ impl Handler<Drain> for Registry {
         let sessions = self.drain();
         for s in &sessions {
             s.end.do_send(End {
-                reason: CloseReason::ShuttingDown,
+                reason: SessionEnd::ShuttingDown,
             });
         }
         sessions.len()
@@ -549,7 +549,7 @@ mod tests {
         assert!(r.admit(entry("token:b", "m")).is_ok());
         r.release(
             id,
-            &CloseReason::ClientClosed {
+            &SessionEnd::ClientClosed {
                 code: 1000,
                 reason: String::new(),
             },

@@ -17,7 +17,7 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
-    close::CloseReason,
+    close::SessionEnd,
     config::is_query_safe,
     http::{client_ip, json_error, not_found, origin, with_cors, AppState},
     ops::throttle::RefusalLog,
@@ -65,9 +65,9 @@ fn is_websocket_upgrade(req: &HttpRequest) -> bool {
 fn upstream_query(
     query: &HashMap<String, String>,
     default_model: &str,
-) -> Result<Query, CloseReason> {
+) -> Result<Query, SessionEnd> {
     if query.contains_key("call_id") {
-        return Err(CloseReason::InvalidRequest {
+        return Err(SessionEnd::InvalidRequest {
             detail: "call_id (attaching to a WebRTC or SIP call) is not supported by this relay"
                 .into(),
         });
@@ -77,7 +77,7 @@ fn upstream_query(
     for (name, value) in [("model", model), ("intent", intent)] {
         if let Some(v) = value {
             if !is_query_safe(v) {
-                return Err(CloseReason::InvalidRequest {
+                return Err(SessionEnd::InvalidRequest {
                     detail: format!(
                         "the {name} parameter may contain only letters, digits, '-', '_', '.' and ':'"
                     ),
@@ -187,7 +187,7 @@ fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResp
         return Some(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_shutting_down",
-            &CloseReason::ShuttingDown.message(),
+            &SessionEnd::ShuttingDown.message(),
         ));
     }
     let origin = origin(req);
@@ -230,7 +230,7 @@ fn admit(
     allowed: &AllowedModels,
     query: &HashMap<String, String>,
     ip: Option<IpAddr>,
-) -> Result<(Query, Identity), CloseReason> {
+) -> Result<(Query, Identity), SessionEnd> {
     let presented = presented_credential(
         req.headers()
             .get(header::AUTHORIZATION)
@@ -247,8 +247,8 @@ fn admit(
         .authenticator
         .authenticate(presented, ip, now_unix, Instant::now())
         .map_err(|e| match e {
-            AuthError::Throttled { per_minute } => CloseReason::RateLimited { per_minute },
-            other => CloseReason::Unauthorized {
+            AuthError::Throttled { per_minute } => SessionEnd::RateLimited { per_minute },
+            other => SessionEnd::Unauthorized {
                 detail: other.to_string(),
             },
         })?;
@@ -259,7 +259,7 @@ fn admit(
         .cloned()
         .collect();
     if let Some(name) = allowed.first_refused(&others, identity.models.as_deref()) {
-        return Err(CloseReason::ModelNotAllowed { model: name.into() });
+        return Err(SessionEnd::ModelNotAllowed { model: name.into() });
     }
     Ok((query, identity))
 }

@@ -13,7 +13,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::{close::CloseReason, protection::usage::Usage};
+use crate::{close::SessionEnd, protection::usage::Usage};
 
 /// Reasons a session is refused at admission.
 pub(crate) const REJECT_LABELS: [&str; 9] = [
@@ -240,8 +240,8 @@ impl Metrics {
     /// Creates every series of the closed label sets at 0, so dashboards and alerts see them
     /// before the first event.
     fn preset_series(&self, pool_models: &[String]) {
-        for label in CloseReason::LABELS {
-            if !CloseReason::REFUSAL_ONLY_LABELS.contains(&label) {
+        for label in SessionEnd::LABELS {
+            if !SessionEnd::REFUSAL_ONLY_LABELS.contains(&label) {
                 self.sessions_closed.with_label_values(&[label]);
             }
         }

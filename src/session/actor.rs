@@ -23,7 +23,7 @@ use crate::{
         msg::{Admit, Entry, Release},
         registry::Registry,
     },
-    close::{error_event, CloseReason},
+    close::{error_event, SessionEnd},
     ops::{metrics::Metrics, throttle::RefusalLog},
     protection::{identity::Identity, models::AllowedModels},
     session::{
@@ -100,7 +100,7 @@ pub(crate) struct Session {
     opened_at: Instant,
     last_activity: Instant,
     seen_messages: u64,
-    ending: Option<CloseReason>,
+    ending: Option<SessionEnd>,
 }
 
 impl Session {
@@ -178,9 +178,7 @@ impl Session {
                     let _ = tokio::time::timeout(CLOSE_GRACE, client.text(event)).await;
                 });
             });
-            ctx.run_later(max, |act, ctx| {
-                act.end(CloseReason::SessionMaxDuration, ctx)
-            });
+            ctx.run_later(max, |act, ctx| act.end(SessionEnd::SessionMaxDuration, ctx));
         }
         let (opened_tx, opened_rx) = oneshot::channel();
         self.upstream = Some(
@@ -225,23 +223,23 @@ impl Session {
     }
 
     /// Decides what a reaper tick means for this session.
-    pub(crate) fn on_tick(&mut self, now: Instant, heartbeat: bool) -> Option<CloseReason> {
+    pub(crate) fn on_tick(&mut self, now: Instant, heartbeat: bool) -> Option<SessionEnd> {
         let seen = self.shared.data_messages();
         if seen != self.seen_messages {
             self.seen_messages = seen;
             self.last_activity = now;
         } else if now.duration_since(self.last_activity) >= self.inactivity_timeout {
-            return Some(CloseReason::IdleTimeout);
+            return Some(SessionEnd::IdleTimeout);
         }
         if heartbeat {
             // The ping itself goes out from the `Tick` handler, which counts it as unanswered.
             if self.shared.liveness.missed() >= 2 {
                 return Some(if self.shared.client_write_blocked.get() {
-                    CloseReason::ClientTooSlow
+                    SessionEnd::ClientTooSlow
                 } else if self.shared.upstream_write_blocked.get() {
-                    CloseReason::UpstreamTooSlow
+                    SessionEnd::UpstreamTooSlow
                 } else {
-                    CloseReason::HeartbeatTimeout
+                    SessionEnd::HeartbeatTimeout
                 });
             }
         }
@@ -249,7 +247,7 @@ impl Session {
     }
 
     /// Ends the session once: tells the upstream, tells the client, stops.
-    fn end(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+    fn end(&mut self, reason: SessionEnd, ctx: &mut Context<Self>) {
         if self.ending.is_some() {
             return;
         }
@@ -257,17 +255,17 @@ impl Session {
         ctx.stop();
     }
 
-    fn finish(&mut self, reason: CloseReason) {
+    fn finish(&mut self, reason: SessionEnd) {
         if let Some(upstream) = self.upstream.take() {
             upstream.do_send(upstream::Close {
                 code: reason.upstream_code(),
                 reason: match &reason {
-                    CloseReason::ClientClosed { reason, .. } => reason.clone(),
+                    SessionEnd::ClientClosed { reason, .. } => reason.clone(),
                     other => other.label().to_string(),
                 },
             });
         }
-        if reason != CloseReason::ClientGone {
+        if reason != SessionEnd::ClientGone {
             say_goodbye(self.client.clone(), &reason, &self.event_id());
         }
         self.ending = Some(reason);
@@ -277,7 +275,7 @@ impl Session {
 /// Sends the client the `error` event for `reason` (if it is a failure) and the close frame.
 /// Detached, so the client still gets its close after the session actor is gone; bounded, so a
 /// client that never reads cannot keep the task alive.
-pub(crate) fn say_goodbye(mut client: actix_ws::Session, reason: &CloseReason, event_id: &str) {
+pub(crate) fn say_goodbye(mut client: actix_ws::Session, reason: &SessionEnd, event_id: &str) {
     let Some(code) = reason.client_code() else {
         return;
     };
@@ -328,18 +326,18 @@ impl Actor for Session {
                 );
                 act.end(rejected.into_close_reason(), ctx);
             }
-            Err(_) => act.end(CloseReason::ShuttingDown, ctx),
+            Err(_) => act.end(SessionEnd::ShuttingDown, ctx),
         }));
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         if self.ending.is_none() {
-            self.finish(CloseReason::ShuttingDown);
+            self.finish(SessionEnd::ShuttingDown);
         }
         let Some(id) = self.id else {
             return Running::Stop;
         };
-        let reason = self.ending.clone().unwrap_or(CloseReason::ShuttingDown);
+        let reason = self.ending.clone().unwrap_or(SessionEnd::ShuttingDown);
         self.registry.do_send(Release {
             id,
             reason: reason.clone(),
@@ -443,7 +441,7 @@ impl Handler<BudgetSpent> for Session {
         // With a response streaming, the upstream reader ends the session after its
         // `response.done`, so the client is not cut off mid-answer.
         if self.shared.responses_in_flight.get() == 0 {
-            self.end(CloseReason::BudgetExceeded { budget: msg.budget }, ctx);
+            self.end(SessionEnd::BudgetExceeded { budget: msg.budget }, ctx);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! upstream is open in a bounded queue, then handing each to the upstream writer in order with
 //! backpressure. It answers pings, counts the pongs that echo the relay's own pings, answers a
 //! `session.update` that `ALLOWED_MODELS` refuses with an `error` event instead of forwarding
-//! it, and turns the way the client ended into a `CloseReason` for its session. Before actix-ws
+//! it, and turns the way the client ended into a `SessionEnd` for its session. Before actix-ws
 //! sees the client's bytes, [`guard_frames`] judges each frame header, so a frame that announces
 //! too much is refused before its payload arrives.
 
@@ -21,7 +21,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::{
-    close::{error_event, CloseReason},
+    close::{error_event, SessionEnd},
     ops::metrics::Flow,
     protection::{
         client_events::{refuse_client_binary, refuse_client_event, Refusal},
@@ -39,7 +39,7 @@ use crate::{
 enum Step {
     Data(Message, usize),
     Skip,
-    End(CloseReason),
+    End(SessionEnd),
 }
 
 fn classify(
@@ -67,39 +67,39 @@ fn classify(
             shared.liveness.pong(&p);
             Step::Skip
         }
-        Some(Ok(AggregatedMessage::Close(reason))) => Step::End(CloseReason::ClientClosed {
+        Some(Ok(AggregatedMessage::Close(reason))) => Step::End(SessionEnd::ClientClosed {
             code: reason.as_ref().map_or(1000, |r| u16::from(r.code)),
             reason: reason.and_then(|r| r.description).unwrap_or_default(),
         }),
-        Some(Err(ProtocolError::Overflow)) => Step::End(CloseReason::ClientMessageTooLarge {
+        Some(Err(ProtocolError::Overflow)) => Step::End(SessionEnd::ClientMessageTooLarge {
             limit: max_message_size,
         }),
         Some(Err(ProtocolError::Io(e))) => Step::End(io_ending(&e, max_message_size)),
-        None => Step::End(CloseReason::ClientGone),
-        Some(Err(_)) => Step::End(CloseReason::ClientProtocolError),
+        None => Step::End(SessionEnd::ClientGone),
+        Some(Err(_)) => Step::End(SessionEnd::ClientProtocolError),
     }
 }
 
 /// What an I/O-shaped error from actix-ws means. A failed connection comes as a payload error
 /// (kind `Other`), and so does a frame [`guard_frames`] refused; the codec reports reserved bits
 /// and text that is not UTF-8 as `InvalidData`; the aggregator an oversized message by its text.
-fn io_ending(e: &io::Error, max_message_size: usize) -> CloseReason {
+fn io_ending(e: &io::Error, max_message_size: usize) -> SessionEnd {
     match guard_refusal(e) {
-        Some(wire::Refusal::TooLarge) => CloseReason::ClientMessageTooLarge {
+        Some(wire::Refusal::TooLarge) => SessionEnd::ClientMessageTooLarge {
             limit: max_message_size,
         },
-        Some(wire::Refusal::TooManyFragments) => CloseReason::ClientTooManyFragments {
+        Some(wire::Refusal::TooManyFragments) => SessionEnd::ClientTooManyFragments {
             limit: max_fragments(max_message_size),
         },
-        Some(wire::Refusal::Invalid(_)) => CloseReason::ClientProtocolError,
-        None if is_continuation_overflow(e) => CloseReason::ClientMessageTooLarge {
+        Some(wire::Refusal::Invalid(_)) => SessionEnd::ClientProtocolError,
+        None if is_continuation_overflow(e) => SessionEnd::ClientMessageTooLarge {
             limit: max_message_size,
         },
         None if e.kind() == io::ErrorKind::InvalidData && is_invalid_utf8(e) => {
-            CloseReason::ClientInvalidUtf8
+            SessionEnd::ClientInvalidUtf8
         }
-        None if e.kind() == io::ErrorKind::InvalidData => CloseReason::ClientProtocolError,
-        None => CloseReason::ClientGone,
+        None if e.kind() == io::ErrorKind::InvalidData => SessionEnd::ClientProtocolError,
+        None => SessionEnd::ClientGone,
     }
 }
 
@@ -235,7 +235,7 @@ pub(crate) async fn read_client(
     mut stream: AggregatedMessageStream,
     mut opened: oneshot::Receiver<ToUpstream>,
     from: FromClient,
-) -> CloseReason {
+) -> SessionEnd {
     let FromClient {
         id,
         mut client,
@@ -261,7 +261,7 @@ pub(crate) async fn read_client(
                     // cannot queue without bound.
                     queued += len + QUEUED_FRAME_COST;
                     if queued > max_queued {
-                        return CloseReason::ClientQueueOverflow { limit: max_queued };
+                        return SessionEnd::ClientQueueOverflow { limit: max_queued };
                     }
                     queue.push_back((msg, len));
                 }
@@ -327,7 +327,7 @@ fn starts_a_response(msg: &Message) -> bool {
 
 /// The `error` event a `response.create` gets once a budget is spent.
 fn refusal(id: SessionId, budget: Budget) -> String {
-    let reason = CloseReason::BudgetExceeded { budget };
+    let reason = SessionEnd::BudgetExceeded { budget };
     error_event(
         &format!("relay_evt_{id}"),
         "budget_exceeded",
@@ -378,27 +378,27 @@ mod tests {
         let cases = [
             (
                 payload_error(PayloadError::Incomplete(None)),
-                CloseReason::ClientGone,
+                SessionEnd::ClientGone,
             ),
             (
                 payload_error(PayloadError::Io(io::ErrorKind::ConnectionReset.into())),
-                CloseReason::ClientGone,
+                SessionEnd::ClientGone,
             ),
             (
                 io::Error::new(io::ErrorKind::InvalidData, "non-zero reserved bits"),
-                CloseReason::ClientProtocolError,
+                SessionEnd::ClientProtocolError,
             ),
             (
                 io::Error::new(io::ErrorKind::InvalidData, utf8),
-                CloseReason::ClientInvalidUtf8,
+                SessionEnd::ClientInvalidUtf8,
             ),
             (
                 io::Error::new(io::ErrorKind::InvalidData, utf8.to_string()),
-                CloseReason::ClientInvalidUtf8,
+                SessionEnd::ClientInvalidUtf8,
             ),
             (
                 io::Error::other("Exceeded maximum continuation size"),
-                CloseReason::ClientMessageTooLarge { limit: max },
+                SessionEnd::ClientMessageTooLarge { limit: max },
             ),
         ];
         for (e, reason) in cases {
@@ -417,15 +417,15 @@ mod tests {
         };
         assert_eq!(
             io_ending(&refused(wire::Refusal::TooLarge), 2048),
-            CloseReason::ClientMessageTooLarge { limit: 2048 }
+            SessionEnd::ClientMessageTooLarge { limit: 2048 }
         );
         assert_eq!(
             io_ending(&refused(wire::Refusal::TooManyFragments), 2048),
-            CloseReason::ClientTooManyFragments { limit: 1024 }
+            SessionEnd::ClientTooManyFragments { limit: 1024 }
         );
         assert_eq!(
             io_ending(&refused(wire::Refusal::Invalid("reserved bits set")), 2048),
-            CloseReason::ClientProtocolError
+            SessionEnd::ClientProtocolError
         );
         assert_eq!(max_fragments(24 << 20), 393_216);
     }

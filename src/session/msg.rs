@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::{close::CloseReason, protection::usage::Budget};
+use crate::{close::SessionEnd, protection::usage::Budget};
 
 /// A session's number, from 1, in admission order.
 pub(crate) type SessionId = u64;
@@ -31,7 +31,7 @@ pub(crate) struct UpstreamOpened {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct End {
-    pub(crate) reason: CloseReason,
+    pub(crate) reason: SessionEnd,
 }
 
 /// A budget this session draws on is spent: end it once no response is in flight.

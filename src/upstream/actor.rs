@@ -15,7 +15,7 @@ use awc::ws::{self, Message};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    close::CloseReason,
+    close::SessionEnd,
     ops::metrics::Metrics,
     session::{
         msg::{End, UpstreamOpened},
@@ -170,18 +170,18 @@ impl Upstream {
     /// The reader ended. If we were closing, this was the upstream's answer: stop. Otherwise the
     /// upstream ended the session: answer its close (or say why we stop), tell the session, stop
     /// once our close frame is written.
-    fn ended(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+    fn ended(&mut self, reason: SessionEnd, ctx: &mut Context<Self>) {
         if self.closing {
             ctx.stop();
             return;
         }
         let frame = match &reason {
-            CloseReason::UpstreamClosed { code, reason: text } => ws::CloseReason {
+            SessionEnd::UpstreamClosed { code, reason: text } => ws::CloseReason {
                 code: code.map_or(ws::CloseCode::Normal, ws::CloseCode::from),
                 description: (code.is_some() && !text.is_empty()).then(|| text.clone()),
             },
-            CloseReason::UpstreamMessageTooLarge { .. } => ws::CloseCode::Size.into(),
-            CloseReason::UpstreamProtocolError => ws::CloseCode::Protocol.into(),
+            SessionEnd::UpstreamMessageTooLarge { .. } => ws::CloseCode::Size.into(),
+            SessionEnd::UpstreamProtocolError => ws::CloseCode::Protocol.into(),
             _ => ws::CloseCode::Normal.into(),
         };
         self.end_to.do_send(End { reason });

@@ -1,6 +1,6 @@
 //! `Dialer`: opens upstream WebSockets with the server's key, one per HTTP worker thread
 //! (`awc::Client` and its sockets are not `Send`), and keeps that worker's warm pool
-//! (`pool.rs`) topped up. A failed dial becomes the `CloseReason` its session ends with, and is
+//! (`pool.rs`) topped up. A failed dial becomes the `SessionEnd` its session ends with, and is
 //! logged at WARN with its cause (collapsed while it repeats).
 
 use std::{
@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use crate::{
     admission::msg::{ConnectTime, RecordUsage},
-    close::CloseReason,
+    close::SessionEnd,
     config::UpstreamConfig,
     ops::{
         metrics::Metrics,
@@ -135,7 +135,7 @@ impl Dialer {
         query: &str,
         model: &str,
         safety_id: Option<&str>,
-    ) -> Result<Opened, CloseReason> {
+    ) -> Result<Opened, SessionEnd> {
         if let (Some(pool), None) = (&self.pool, safety_id) {
             if pool.pools(model) && query == pool_query(model) {
                 let (warm, dead) = pool.take(model);
@@ -220,7 +220,7 @@ impl Dialer {
     }
 
     /// Opens a socket for the pool and waits for its first event (`session.created`).
-    async fn dial_warm(&self, model: &str) -> Result<Warm, CloseReason> {
+    async fn dial_warm(&self, model: &str) -> Result<Warm, SessionEnd> {
         let opened_at = Instant::now();
         let mut socket = self.connect(&pool_query(model), None).await?;
         let mut replay = Vec::new();
@@ -243,9 +243,9 @@ impl Dialer {
         .await;
         match first {
             Ok(Some(msg)) => replay.push(msg),
-            Ok(None) => return Err(CloseReason::UpstreamGone),
+            Ok(None) => return Err(SessionEnd::UpstreamGone),
             Err(_) => {
-                return Err(CloseReason::UpstreamTimeout {
+                return Err(SessionEnd::UpstreamTimeout {
                     after_ms: self.config.connect_timeout.as_millis(),
                 })
             }
@@ -262,7 +262,7 @@ impl Dialer {
         &self,
         query: &str,
         safety_id: Option<&str>,
-    ) -> Result<Socket, CloseReason> {
+    ) -> Result<Socket, SessionEnd> {
         let started = Instant::now();
         let result = self.dial(query, safety_id).await;
         match &result {
@@ -292,7 +292,7 @@ impl Dialer {
         result
     }
 
-    async fn dial(&self, query: &str, safety_id: Option<&str>) -> Result<Socket, CloseReason> {
+    async fn dial(&self, query: &str, safety_id: Option<&str>) -> Result<Socket, SessionEnd> {
         let url = format!("{}?{}", self.config.url, query);
         let mut req = self
             .client
@@ -313,16 +313,16 @@ impl Dialer {
         }
         let timeout = self.config.connect_timeout;
         match tokio::time::timeout(timeout, req.connect()).await {
-            Err(_) => Err(CloseReason::UpstreamTimeout {
+            Err(_) => Err(SessionEnd::UpstreamTimeout {
                 after_ms: timeout.as_millis(),
             }),
             Ok(Ok((_, socket))) => Ok(socket),
             Ok(Err(WsClientError::InvalidResponseStatus(status))) => Err(match status.as_u16() {
-                401 | 403 => CloseReason::UpstreamAuthFailed {
+                401 | 403 => SessionEnd::UpstreamAuthFailed {
                     status: status.as_u16(),
                 },
-                429 => CloseReason::UpstreamRateLimited,
-                s => CloseReason::UpstreamRejected { status: s },
+                429 => SessionEnd::UpstreamRateLimited,
+                s => SessionEnd::UpstreamRejected { status: s },
             }),
             Ok(Err(WsClientError::SendRequest(e))) => {
                 if matches!(e, awc::error::SendRequestError::Timeout)
@@ -331,16 +331,16 @@ impl Dialer {
                         awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout)
                     )
                 {
-                    Err(CloseReason::UpstreamTimeout {
+                    Err(SessionEnd::UpstreamTimeout {
                         after_ms: timeout.as_millis(),
                     })
                 } else {
-                    Err(CloseReason::UpstreamUnavailable {
+                    Err(SessionEnd::UpstreamUnavailable {
                         detail: e.to_string(),
                     })
                 }
             }
-            Ok(Err(e)) => Err(CloseReason::UpstreamUnavailable {
+            Ok(Err(e)) => Err(SessionEnd::UpstreamUnavailable {
                 detail: format!("bad WebSocket handshake ({e})"),
             }),
         }

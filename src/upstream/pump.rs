@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     admission::msg::RecordUsage,
-    close::CloseReason,
+    close::SessionEnd,
     ops::metrics::Flow,
     protection::usage::{self, Watched},
     session::{events::log_event, shared::Shared},
@@ -162,7 +162,7 @@ pub(crate) async fn read_upstream(
     replay: Vec<Message>,
     mut stream: wire::Reader,
     mut to: ToClient,
-) -> CloseReason {
+) -> SessionEnd {
     stream.refuse_frames_over(to.max_message_size);
     let mut client = to.client.clone();
     let shared = to.shared.clone();
@@ -176,7 +176,7 @@ pub(crate) async fn read_upstream(
         };
         to.record(&msg, len);
         if client.send(msg).await.is_err() {
-            return CloseReason::ClientGone;
+            return SessionEnd::ClientGone;
         }
     }
     let mut partial = Partial::default();
@@ -205,7 +205,7 @@ pub(crate) async fn read_upstream(
         let msg = if text {
             match ByteString::try_from(data) {
                 Ok(s) => Message::Text(s),
-                Err(_) => return CloseReason::UpstreamProtocolError,
+                Err(_) => return SessionEnd::UpstreamProtocolError,
             }
         } else {
             Message::Binary(data)
@@ -224,11 +224,11 @@ pub(crate) async fn read_upstream(
         }
         if budget_end {
             if let Some(budget) = shared.budget_spent.get() {
-                return CloseReason::BudgetExceeded { budget };
+                return SessionEnd::BudgetExceeded { budget };
             }
         }
     }
-    CloseReason::UpstreamGone
+    SessionEnd::UpstreamGone
 }
 
 /// One upstream frame, sorted: a whole message to relay (text or not), nothing to relay (a
@@ -236,7 +236,7 @@ pub(crate) async fn read_upstream(
 enum Sorted {
     Data(bool, Bytes),
     Skip,
-    End(CloseReason),
+    End(SessionEnd),
 }
 
 /// A fragmented message being reassembled: whether it is text, and its bytes so far.
@@ -246,7 +246,7 @@ struct Partial(Option<(bool, BytesMut)>);
 #[inline]
 fn sort(frame: Result<Frame, wire::ReadError>, partial: &mut Partial, to: &ToClient) -> Sorted {
     let too_large = || {
-        Sorted::End(CloseReason::UpstreamMessageTooLarge {
+        Sorted::End(SessionEnd::UpstreamMessageTooLarge {
             limit: to.max_message_size,
         })
     };
@@ -257,7 +257,7 @@ fn sort(frame: Result<Frame, wire::ReadError>, partial: &mut Partial, to: &ToCli
             Ok(Some((text, data))) => Sorted::Data(text, data),
             Ok(None) => Sorted::Skip,
             Err(Fragment::TooLarge) => too_large(),
-            Err(Fragment::OutOfOrder) => Sorted::End(CloseReason::UpstreamProtocolError),
+            Err(Fragment::OutOfOrder) => Sorted::End(SessionEnd::UpstreamProtocolError),
         },
         Ok(Frame::Ping(p)) => {
             // Answer for the relay; if the writer queue is full the upstream is not reading
@@ -266,13 +266,13 @@ fn sort(frame: Result<Frame, wire::ReadError>, partial: &mut Partial, to: &ToCli
             Sorted::Skip
         }
         Ok(Frame::Pong(_)) => Sorted::Skip,
-        Ok(Frame::Close(reason)) => Sorted::End(CloseReason::UpstreamClosed {
+        Ok(Frame::Close(reason)) => Sorted::End(SessionEnd::UpstreamClosed {
             code: reason.as_ref().map(|r| u16::from(r.code)),
             reason: reason.and_then(|r| r.description).unwrap_or_default(),
         }),
         Err(wire::ReadError::TooLarge) => too_large(),
-        Err(wire::ReadError::Gone) => Sorted::End(CloseReason::UpstreamGone),
-        Err(wire::ReadError::Invalid) => Sorted::End(CloseReason::UpstreamProtocolError),
+        Err(wire::ReadError::Gone) => Sorted::End(SessionEnd::UpstreamGone),
+        Err(wire::ReadError::Invalid) => Sorted::End(SessionEnd::UpstreamProtocolError),
     }
 }
 
