@@ -302,6 +302,11 @@ fn app_state(
         admin_token: config.admin_token.clone(),
         admin_addr,
         admin_loopback_only: admin_loopback_only(config),
+        admin_hostnames: config
+            .admin_listen
+            .as_ref()
+            .map(|a| a.hostnames.clone())
+            .unwrap_or_default(),
         draining: draining.clone(),
         authenticator: authenticator.clone(),
         safety,

@@ -57,6 +57,9 @@ pub enum LogFormat {
 pub struct AdminListen {
     pub host: String,
     pub port: u16,
+    /// `ADMIN_HOSTNAMES`: host names the admin listener answers besides IP literals and
+    /// `localhost` (lower case, no port).
+    pub hostnames: Vec<String>,
 }
 
 /// Everything the relay needs, validated.
@@ -230,9 +233,16 @@ fn trusted_proxies(r: &mut Reader<'_>) -> TrustedProxies {
 /// `ADMIN_HOST` is checked whether or not `ADMIN_PORT` turns the admin listener on.
 fn admin_listen(r: &mut Reader<'_>) -> Option<AdminListen> {
     let host = host(r, "ADMIN_HOST", "127.0.0.1", "must be an IP address");
+    let hostnames: Vec<String> = r
+        .string("ADMIN_HOSTNAMES", "")
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
     r.raw("ADMIN_PORT").is_some().then(|| AdminListen {
         host,
         port: r.port("ADMIN_PORT", 0),
+        hostnames,
     })
 }
 
@@ -361,13 +371,15 @@ pub(crate) mod tests {
             ("ADMIN_PORT", "9090"),
             ("LOG_FORMAT", "json"),
             ("TRUSTED_PROXIES", "10.0.0.0/8"),
+            ("ADMIN_HOSTNAMES", " Relay.Internal, ,metrics.example "),
         ])
         .expect("valid");
         assert_eq!(
             c.admin_listen,
             Some(AdminListen {
                 host: "127.0.0.1".into(),
-                port: 9090
+                port: 9090,
+                hostnames: vec!["relay.internal".into(), "metrics.example".into()],
             })
         );
         assert!(!format!("{c:?}").contains("adm-secret"));

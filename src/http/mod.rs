@@ -45,6 +45,9 @@ pub(crate) struct AppState {
     pub(crate) admin_token: Option<Secret>,
     /// The admin listener, when `/stats` and `/metrics` live there instead.
     pub(crate) admin_addr: Option<SocketAddr>,
+    /// `ADMIN_HOSTNAMES`: `Host` names the admin listener answers besides IP literals and
+    /// `localhost`.
+    pub(crate) admin_hostnames: Vec<String>,
     /// Client tokens are on but neither `ADMIN_TOKEN` nor `ADMIN_PORT` is set: `/stats` and
     /// `/metrics` answer only loopback clients (after `TRUSTED_PROXIES`).
     pub(crate) admin_loopback_only: bool,
@@ -78,6 +81,19 @@ impl AppState {
     pub(crate) fn admin_refusal(&self, req: &HttpRequest) -> Option<HttpResponse> {
         if self.admin_addr.is_some() && !self.on_admin_listener(req) {
             return Some(not_found());
+        }
+        // Without a token, the admin listener's answer must not be readable by a web page that
+        // rebinds its own host name to this address: only known `Host` values are answered.
+        if self.on_admin_listener(req)
+            && self.admin_token.is_none()
+            && !admin_host_allowed(req, &self.admin_hostnames)
+        {
+            return Some(json_error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "admin_host_not_allowed",
+                "This Host is not one the admin listener answers: use an IP address or \
+                 localhost, or list the name in ADMIN_HOSTNAMES.",
+            ));
         }
         if self.admin_loopback_only && !client_ip(self, req).is_some_and(|ip| ip.is_loopback()) {
             return Some(json_error(
@@ -129,6 +145,24 @@ pub(crate) fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
         .filter_map(|v| v.to_str().ok());
     let real_ip = headers.get("x-real-ip").and_then(|v| v.to_str().ok());
     Some(state.trusted_proxies.client_ip(peer, forwarded, real_ip))
+}
+
+/// Whether the request's `Host` (without its port) is an IP literal, `localhost`, or listed.
+fn admin_host_allowed(req: &HttpRequest, listed: &[String]) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[v6]:port`
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
+    .to_ascii_lowercase();
+    name.parse::<IpAddr>().is_ok() || name == "localhost" || listed.contains(&name)
 }
 
 pub(crate) fn not_found() -> HttpResponse {

@@ -90,3 +90,57 @@ async fn admin_port_moves_stats_and_metrics() {
     );
     h.stop().await;
 }
+
+/// Without ADMIN_TOKEN, the admin listener answers only `Host` values that are IP literals,
+/// `localhost` or listed in ADMIN_HOSTNAMES (421 `admin_host_not_allowed` otherwise), so a web
+/// page that rebinds its own name to the relay's address cannot read it; with ADMIN_TOKEN the
+/// token decides.
+#[actix_web::test]
+async fn admin_listener_answers_only_known_hosts() {
+    let h = start(
+        Script::echo(),
+        &[("ADMIN_PORT", "0"), ("ADMIN_HOSTNAMES", "Relay.Internal")],
+    )
+    .await;
+    let admin = h.relay.admin_addr().expect("an admin listener");
+    let port = admin.port();
+    for path in ["/stats", "/metrics"] {
+        let url = format!("http://{admin}{path}");
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            format!("relay.internal:{port}"),
+            "localhost".to_string(),
+        ] {
+            let (status, body) = get(&url, &[("Host", &host)]).await;
+            assert_eq!(status, 200, "{path} Host {host}: {body}");
+        }
+        for host in [
+            format!("evil.example:{port}"),
+            "rebind.attacker.test".into(),
+        ] {
+            let (status, body) = get(&url, &[("Host", &host)]).await;
+            assert_eq!(status, 421, "{path} Host {host}: {body}");
+            assert!(body.contains("admin_host_not_allowed"), "{body}");
+        }
+    }
+    h.stop().await;
+
+    let h = start(
+        Script::echo(),
+        &[("ADMIN_PORT", "0"), ("ADMIN_TOKEN", "adm-tok-hosts")],
+    )
+    .await;
+    let admin = h.relay.admin_addr().expect("an admin listener");
+    let (status, body) = get(
+        &format!("http://{admin}/stats"),
+        &[
+            ("Host", "monitoring.example"),
+            ("Authorization", "Bearer adm-tok-hosts"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    h.stop().await;
+}
