@@ -10,10 +10,10 @@ use fake_upstream::{Received, Script};
 
 use crate::common::*;
 
-/// The demo response, one delta every 40 ms (about 0.3 s in all).
+/// The demo response, one delta every 100 ms (about 0.8 s in all).
 fn slow_demo() -> Script {
     Script {
-        demo_delta_delay: Duration::from_millis(40),
+        demo_delta_delay: Duration::from_millis(100),
         ..Script::demo()
     }
 }
