@@ -26,7 +26,7 @@ use crate::{
     protection::{
         client_events::{refuse_client_binary, refuse_client_event, Refusal},
         models::AllowedModels,
-        usage::{top_level_type, Budget},
+        usage::Budget,
     },
     session::{events::log_event, msg::SessionId, shared::Shared},
     upstream::{
@@ -270,36 +270,24 @@ pub(crate) async fn read_client(
             },
         }
     };
+    let mut to = Onward {
+        id,
+        client,
+        writer,
+        shared,
+        flow,
+        log_events,
+        allowed_models,
+    };
     for (msg, len) in queue {
-        if log_events {
-            log_event(id, "client_to_upstream", &msg);
-        }
-        if let Some(r) = refused(&msg, &allowed_models) {
-            let _ = client.text(r.error_event(&format!("relay_evt_{id}"))).await;
-            continue;
-        }
-        if !forward(&writer, msg, len, &shared, &flow).await {
+        if !to.pass(msg, len).await {
             return std::future::pending().await;
         }
     }
     loop {
-        match classify(stream.next().await, &mut client, &shared, max_queued) {
+        match classify(stream.next().await, &mut to.client, &to.shared, max_queued) {
             Step::Data(msg, len) => {
-                if log_events {
-                    log_event(id, "client_to_upstream", &msg);
-                }
-                if let Some(r) = refused(&msg, &allowed_models) {
-                    let _ = client.text(r.error_event(&format!("relay_evt_{id}"))).await;
-                    continue;
-                }
-                if let Some(budget) = shared.budget_spent.get() {
-                    // Only once a budget is spent: no new response may start on it.
-                    if starts_a_response(&msg) {
-                        let _ = client.text(refusal(id, budget)).await;
-                        continue;
-                    }
-                }
-                if !forward(&writer, msg, len, &shared, &flow).await {
+                if !to.pass(msg, len).await {
                     // The upstream is closing; its `End` ends this session.
                     return std::future::pending().await;
                 }
@@ -307,6 +295,41 @@ pub(crate) async fn read_client(
             Step::Skip => {}
             Step::End(reason) => return reason,
         }
+    }
+}
+
+/// Where the client's messages go once the upstream is open, and the checks on the way.
+struct Onward {
+    id: SessionId,
+    client: actix_ws::Session,
+    writer: ToUpstream,
+    shared: Rc<Shared>,
+    flow: Flow,
+    log_events: bool,
+    allowed_models: Arc<AllowedModels>,
+}
+
+impl Onward {
+    /// Forwards one client message, or answers it with an `error` event when a check refuses
+    /// it (a model `ALLOWED_MODELS` does not list; a new response once a budget is spent).
+    /// False when the upstream is closing.
+    async fn pass(&mut self, msg: Message, len: usize) -> bool {
+        if self.log_events {
+            log_event(self.id, "client_to_upstream", &msg);
+        }
+        let refusal = match refused(&msg, &self.allowed_models) {
+            Some(r) => Some(r.error_event(&format!("relay_evt_{}", self.id))),
+            // Only once a budget is spent: no new response may start on it.
+            None => match self.shared.budget_spent.get() {
+                Some(budget) if may_start_a_response(&msg) => Some(refusal(self.id, budget)),
+                _ => None,
+            },
+        };
+        if let Some(event) = refusal {
+            let _ = self.client.text(event).await;
+            return true;
+        }
+        forward(&self.writer, msg, len, &self.shared, &self.flow).await
     }
 }
 
@@ -320,9 +343,12 @@ fn refused(msg: &Message, allowed: &AllowedModels) -> Option<Refusal> {
     }
 }
 
-/// Whether a client message is a `response.create` (type found in its first bytes).
-fn starts_a_response(msg: &Message) -> bool {
-    matches!(msg, Message::Text(t) if top_level_type(t) == Some("response.create"))
+/// Whether a client message may be a `response.create`. Only asked once a budget is spent, so
+/// it can afford to look at the whole message: a `type` placed late, repeated or written with
+/// escapes must not start a response the first-bytes check would miss. Binary frames are JSON
+/// to nobody.
+fn may_start_a_response(msg: &Message) -> bool {
+    matches!(msg, Message::Text(t) if t.contains("response.create") || t.contains("\\u"))
 }
 
 /// The `error` event a `response.create` gets once a budget is spent.
@@ -357,6 +383,23 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_create_is_seen_wherever_its_type_is() {
+        let text = |t: &str| Message::Text(t.to_string().into());
+        assert!(may_start_a_response(&text(r#"{"type":"response.create"}"#)));
+        let late = format!(r#"{{"a":"{}","type":"response.create"}}"#, "x".repeat(300));
+        assert!(may_start_a_response(&text(&late)));
+        assert!(may_start_a_response(&text(
+            r#"{"type":"response\u002ecreate"}"#
+        )));
+        assert!(!may_start_a_response(&text(
+            r#"{"type":"input_audio_buffer.append","audio":"AAAA"}"#
+        )));
+        assert!(!may_start_a_response(&Message::Binary(
+            b"response.create".to_vec().into()
+        )));
+    }
 
     #[test]
     fn queued_frame_cost_covers_a_queue_slot() {

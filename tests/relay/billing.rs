@@ -106,7 +106,8 @@ async fn dodging_runs_into_the_budget() {
 }
 
 /// Once a budget is spent, a session with a response in flight may finish it, but a new
-/// `response.create` gets a `budget_exceeded` error event and never reaches the upstream; the
+/// `response.create` (its `type` first or late) gets a `budget_exceeded` error event and never
+/// reaches the upstream; the
 /// session then ends with `budget_exceeded` after the response in flight.
 #[actix_web::test]
 async fn a_spent_budget_refuses_new_responses() {
@@ -132,14 +133,20 @@ async fn a_spent_budget_refuses_new_responses() {
     expect_failure(&mut fast, "budget_exceeded", 1008).await;
 
     send_text(&mut slow, r#"{"type":"response.create","event_id":"more"}"#).await;
-    let mut refused = false;
+    // The same with `type` past the first bytes, where a first-bytes look would miss it.
+    let late = format!(
+        r#"{{"event_id":"late","response":{{"instructions":"{}"}},"type":"response.create"}}"#,
+        "x".repeat(200)
+    );
+    send_text(&mut slow, &late).await;
+    let mut refused = 0;
     let mut done = false;
-    while !(refused && done) {
+    while !(refused == 2 && done) {
         let event = next_json(&mut slow).await;
         match event["type"].as_str() {
             Some("error") => {
                 assert_eq!(event["error"]["code"], "budget_exceeded", "{event}");
-                refused = true;
+                refused += 1;
             }
             Some("response.done") => done = true,
             _ => {}
