@@ -82,6 +82,40 @@ impl Process {
         }
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `kB` field of the child's `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        let prefix = format!("{field}:");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
+    }
+
+    /// The child's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// The child's peak resident memory so far, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.status_kib("VmHWM")
+    }
+
+    /// How many file descriptors the child has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("/proc/<pid>/fd")
+            .count()
+    }
+
     /// `name` inside the child's working directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)

@@ -19,6 +19,7 @@ mod binary;
 mod bounds;
 mod deploy;
 mod failures;
+mod faults;
 mod http;
 mod operations;
 mod pool;

@@ -4,8 +4,6 @@
 //! 1,024). The memory tests run the relay binary as a child and read its peak resident memory
 //! (`VmHWM`) from `/proc` before and after.
 
-use std::path::Path;
-
 use fake_upstream::Script;
 
 use super::raw::{self, *};
@@ -73,7 +71,7 @@ async fn a_huge_client_frame_costs_no_memory() {
     let fake = start_fake(Script::echo()).await;
     let (relay, addr) = child_relay("huge-client-frame", &fake.url(), 1 << 20).await;
     let mut client = RawClient::connect(&addr).await;
-    let before = peak_kib(&relay);
+    let before = relay.peak_kib();
     let ending = client
         .flood(&header(FIN | BINARY, 1 << 40), FLOOD, PROMPTLY)
         .await;
@@ -91,7 +89,7 @@ async fn one_byte_fragments_cost_no_memory() {
     let fake = start_fake(Script::echo()).await;
     let (relay, addr) = child_relay("one-byte-fragments", &fake.url(), 4 << 20).await;
     let mut client = RawClient::connect(&addr).await;
-    let before = peak_kib(&relay);
+    let before = relay.peak_kib();
     let ending = client.flood(&one_byte_fragments(4 << 20), 0, T).await;
     assert_grew_less(&relay, before, "a message of 1-byte fragments");
     assert_eq!(ending, Ending::Close(1009, "message_too_large".into()));
@@ -109,7 +107,7 @@ async fn a_huge_upstream_frame_costs_no_memory() {
     };
     let upstream = RawUpstream::start(script).await;
     let (relay, addr) = child_relay("huge-upstream-frame", &upstream.url, 1 << 20).await;
-    let before = peak_kib(&relay);
+    let before = relay.peak_kib();
     let (_, mut ws) = connect_with(&format!("ws://{addr}/v1/realtime"), &[], &[])
         .await
         .expect("upgrade succeeds");
@@ -143,32 +141,9 @@ async fn child_relay(test: &str, upstream: &str, max: usize) -> (Process, String
     (relay, addr)
 }
 
-/// The child's pid: the process whose working directory is the child's own.
-fn pid(relay: &Process) -> u32 {
-    let dir = relay.path("");
-    let dir = dir.canonicalize().expect("the child's directory");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| Path::new(&cwd) == dir)
-        })
-        .expect("the child relay in /proc")
-}
-
-/// The child's peak resident memory so far, in KiB (`VmHWM`).
-fn peak_kib(relay: &Process) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid(relay))).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-}
-
 /// Asserts the child's peak memory grew less than [`GROWTH_BOUND_KIB`] since `before`.
 fn assert_grew_less(relay: &Process, before: u64, what: &str) {
-    let after = peak_kib(relay);
+    let after = relay.peak_kib();
     let grown = after.saturating_sub(before);
     eprintln!("{what}: peak memory {before} KiB -> {after} KiB (+{grown} KiB)");
     assert!(
