@@ -67,6 +67,8 @@ pub(crate) enum SessionEnd {
     BudgetExceeded { budget: Budget },
     /// The session reached `MAX_SESSION_DURATION`.
     SessionMaxDuration,
+    /// The shared state (Redis) did not answer and `REDIS_FAILURE_MODE=closed`.
+    ServiceUnavailable,
 }
 
 /// Close codes that must never be put on the wire (RFC 6455 7.4.1).
@@ -109,22 +111,24 @@ impl SessionEnd {
             ModelNotAllowed { .. } => "model_not_allowed",
             BudgetExceeded { .. } => "budget_exceeded",
             SessionMaxDuration => "session_max_duration",
+            ServiceUnavailable => "service_unavailable",
         }
     }
 
     /// Labels that only ever refuse a session before it is admitted: they are counted as
     /// rejections, never as closed sessions.
-    pub(crate) const REFUSAL_ONLY_LABELS: [&'static str; 6] = [
+    pub(crate) const REFUSAL_ONLY_LABELS: [&'static str; 7] = [
         "capacity_exceeded",
         "invalid_request",
         "unauthorized",
         "too_many_connections",
         "rate_limited",
         "model_not_allowed",
+        "service_unavailable",
     ];
 
     /// Every label, for pre-registering metric series.
-    pub(crate) const LABELS: [&'static str; 28] = [
+    pub(crate) const LABELS: [&'static str; 29] = [
         "client_closed",
         "client_gone",
         "client_protocol_error",
@@ -153,6 +157,7 @@ impl SessionEnd {
         "model_not_allowed",
         "budget_exceeded",
         "session_max_duration",
+        "service_unavailable",
     ];
 
     /// The close code the client receives; `None` when it is gone and gets no close frame.
@@ -170,7 +175,7 @@ impl SessionEnd {
             ClientTooSlow => 1008,
             HeartbeatTimeout => 1001,
             IdleTimeout => 1000,
-            CapacityExceeded { .. } => 1013,
+            CapacityExceeded { .. } | ServiceUnavailable => 1013,
             UpstreamUnavailable { .. } => 1011,
             UpstreamTimeout { .. } => 1013,
             UpstreamAuthFailed { .. } => 1011,
@@ -298,6 +303,9 @@ impl SessionEnd {
                 budget_words(*budget)
             ),
             SessionMaxDuration => "The session reached the relay's MAX_SESSION_DURATION.".into(),
+            ServiceUnavailable => "The relay cannot reach its shared state (Redis) to check this \
+                                   client's limits and budgets; try again shortly."
+                .into(),
         }
     }
 
@@ -448,6 +456,7 @@ mod tests {
             ),
             (SessionEnd::IdleTimeout, "session_idle_timeout", 1000),
             (SessionEnd::ShuttingDown, "server_shutting_down", 1012),
+            (SessionEnd::ServiceUnavailable, "service_unavailable", 1013),
         ];
         for (reason, code, close) in cases {
             assert_eq!(reason.code(), Some(code), "{reason:?}");

@@ -24,7 +24,11 @@
 //! - `http/`: `upgrade.rs` (the WebSocket entry points, refusals before the upgrade, client
 //!   identity) and `admin.rs` (`/health`, `/stats`, `/metrics`, CORS, 404).
 //! - `admission/`: the `Registry` (capacity, models, budgets, per-client limits, the usage
-//!   ledger), its messages, `/stats`, and the `Reaper` (heartbeats, idle eviction).
+//!   ledger; `registry/shared.rs` its side of the shared state), its messages, `/stats`, and the
+//!   `Reaper` (heartbeats, idle eviction).
+//! - `cluster/`: with `REDIS_URL`, the limits, budgets and usage several instances share in
+//!   Redis: atomic admission with leases, the shared ledger, `/stats?scope=cluster`. Never on the
+//!   path of a frame.
 //! - `session/`: the `Session` actor, its messages, the client pump, the state the pumps share,
 //!   heartbeat liveness.
 //! - `upstream/`: TLS, the per-worker dialer and warm pool, the socket after its handshake, the
@@ -44,6 +48,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod close;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod http;
 pub mod ops;

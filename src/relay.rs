@@ -23,6 +23,7 @@ use crate::{
         reaper::Reaper,
         registry::Registry,
     },
+    cluster::Cluster,
     config::Config,
     http::{self, AppState},
     ops::{
@@ -131,9 +132,10 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         Arc::new(Authenticator::from_config(&config.protection).map_err(io::Error::other)?);
     let usage_lock = Arc::new(StateLock::acquire(&config.protection.usage_state_file)?);
     let safety = Safety::load(&config.protection)?;
-    let (registry, live) = start_admission(&config, metrics.clone(), &usage_lock)?;
+    let cluster = shared_state(&config, &metrics)?;
+    let (registry, live) = start_admission(&config, metrics.clone(), &usage_lock, cluster.clone())?;
     let draining = Arc::new(AtomicBool::new(false));
-    let state = web::Data::new(app_state(
+    let mut state = app_state(
         &config,
         &registry,
         metrics,
@@ -141,7 +143,9 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         &draining,
         &authenticator,
         safety,
-    ));
+    );
+    state.cluster = cluster;
+    let state = web::Data::new(state);
     // `awc::Client` is not `Send`: every worker builds its own dialer (and warm pool) from these.
     let dialing = DialerSettings {
         upstream: config.upstream.clone(),
@@ -236,10 +240,35 @@ fn http_server(
 
 /// The registry (with its limits and ledger, saved while `usage_lock` is held) and the reaper, on
 /// the calling arbiter; and the live session count the drain waits on.
+/// With `REDIS_URL`: the handle to the shared state, asked once at once so `/health` and
+/// admission know whether it answers; the log names the server, never the URL.
+fn shared_state(config: &Config, metrics: &Arc<Metrics>) -> io::Result<Option<Cluster>> {
+    let Some(redis) = &config.redis else {
+        return Ok(None);
+    };
+    let cluster = Cluster::new(redis, metrics.clone()).map_err(io::Error::other)?;
+    log::info!(
+        redis = cluster.address(), instance = cluster.instance();
+        "shared state: redis at {}{} (key prefix {:?}, REDIS_FAILURE_MODE={}); per-client limits, \
+         budgets and usage are shared with every relay that uses it; the usage state file keeps \
+         this instance's own counts",
+        if redis.tls { "rediss://" } else { "redis://" },
+        cluster.address(),
+        redis.key_prefix,
+        redis.failure_mode.as_str(),
+    );
+    let first = cluster.clone();
+    actix::spawn(async move {
+        first.ping().await;
+    });
+    Ok(Some(cluster))
+}
+
 fn start_admission(
     config: &Config,
     metrics: Arc<Metrics>,
     usage_lock: &Arc<StateLock>,
+    cluster: Option<Cluster>,
 ) -> io::Result<(Addr<Registry>, tokio::sync::watch::Receiver<usize>)> {
     let p = &config.protection;
     let registry = Registry::new(config.max_connections, metrics)
@@ -251,6 +280,10 @@ fn start_admission(
             client_budget: p.client_daily_token_budget,
         })
         .with_usage_file(p.usage_state_file.clone(), usage_lock)?;
+    let registry = match cluster {
+        Some(c) => registry.with_cluster(c),
+        None => registry,
+    };
     let live = registry.watch_live();
     let registry = registry.start();
     Reaper::new(
@@ -311,6 +344,7 @@ fn app_state(
         authenticator: authenticator.clone(),
         safety,
         max_session_duration: p.max_session_duration,
+        cluster: None,
     }
 }
 

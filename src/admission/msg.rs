@@ -28,6 +28,8 @@ pub(crate) enum Rejected {
     ModelNotAllowed { model: String },
     #[error("{} daily token budget spent", crate::close::budget_words(*.budget))]
     BudgetExceeded { budget: Budget },
+    #[error("the shared state (Redis) did not answer")]
+    Unavailable,
 }
 
 impl Rejected {
@@ -39,6 +41,7 @@ impl Rejected {
             Rejected::RateLimited { per_minute } => SessionEnd::RateLimited { per_minute },
             Rejected::ModelNotAllowed { model } => SessionEnd::ModelNotAllowed { model },
             Rejected::BudgetExceeded { budget } => SessionEnd::BudgetExceeded { budget },
+            Rejected::Unavailable => SessionEnd::ServiceUnavailable,
         }
     }
 
@@ -86,6 +89,9 @@ pub(crate) struct RecordUsage {
     pub(crate) identity: String,
     pub(crate) model: String,
     pub(crate) usage: Usage,
+    /// What makes the report unique (the response id): with Redis, a report is counted once
+    /// per key however often it is sent.
+    pub(crate) key: Option<String>,
 }
 
 /// Write the usage state file now (shutdown).

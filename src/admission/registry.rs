@@ -27,10 +27,15 @@ use crate::{
         stats::{ConnectTimes, DirectionStats, IdentityUsage, Stats, UsageStats, TOP_IDENTITIES},
     },
     close::{budget_words, SessionEnd},
+    cluster::{PendingUsage, LEASE_REFRESH},
     ops::metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
     protection::usage::{self, Budget, Ledger, StateLock, Usage, Writer},
     session::msg::{BudgetSpent, End, SessionHandle, SessionId},
 };
+
+mod shared;
+
+use self::shared::Shared;
 
 /// Today's UTC day number.
 fn today() -> u64 {
@@ -58,6 +63,8 @@ pub(crate) struct Registry {
     /// Saves the ledger to the usage state file, off this actor's thread; `None` in unit tests.
     usage_writer: Option<Writer>,
     usage_dirty: bool,
+    /// `REDIS_URL`: limits, budgets and usage shared with other instances.
+    shared: Option<Shared>,
 }
 
 /// How often the usage state file is written while usage changes.
@@ -85,6 +92,7 @@ impl Registry {
             ledger: Ledger::default(),
             usage_writer: None,
             usage_dirty: false,
+            shared: None,
         }
     }
 
@@ -154,6 +162,10 @@ impl Registry {
         }
         self.usage_dirty = true;
         self.metrics.record_usage(model, usage);
+        if !self.local_limits_apply() {
+            // Budgets are judged on the shared ledger (`apply_totals`).
+            return None;
+        }
         self.ledger.exhausted(
             identity,
             day,
@@ -162,8 +174,22 @@ impl Registry {
         )
     }
 
-    /// Every admission rule except capacity, in the order a client would want to hear them.
-    fn check_limits(&mut self, entry: &Entry, now: Instant) -> Result<(), Rejected> {
+    /// The relay's own rules, in order: draining, capacity (admissions waiting for Redis hold a
+    /// place), the model.
+    fn check_local(&self, entry: &Entry) -> Result<(), Rejected> {
+        let waiting = self.shared.as_ref().map_or(0, |s| s.pending);
+        if self.draining {
+            return Err(Rejected::ShuttingDown);
+        }
+        if self.sessions.len() + waiting >= self.max_connections {
+            return Err(Rejected::Capacity {
+                max: self.max_connections,
+            });
+        }
+        self.check_model(entry)
+    }
+
+    fn check_model(&self, entry: &Entry) -> Result<(), Rejected> {
         // The session's own name; the other names a URL carries (`intent:..` beside a model)
         // were checked at the upgrade with the same rule (`protection/models.rs`).
         let model_refused =
@@ -177,6 +203,12 @@ impl Registry {
                 model: entry.model.clone(),
             });
         }
+        Ok(())
+    }
+
+    /// Budgets, per-client sessions and rate, on this instance's own counts, in the order a
+    /// client would want to hear them.
+    fn check_limits(&mut self, entry: &Entry, now: Instant) -> Result<(), Rejected> {
         if let Some(budget) = self.ledger.exhausted(
             &entry.identity,
             today(),
@@ -213,26 +245,30 @@ impl Registry {
         self.live_by_identity.get(identity).copied().unwrap_or(0)
     }
 
-    /// Admits a session if there is room and the relay is not draining.
+    /// Admits a session on this instance's own rules and counts (no shared state).
     pub(crate) fn admit(&mut self, entry: Entry) -> Result<SessionId, Rejected> {
-        let verdict = if self.draining {
-            Err(Rejected::ShuttingDown)
-        } else if self.sessions.len() >= self.max_connections {
-            Err(Rejected::Capacity {
-                max: self.max_connections,
-            })
-        } else {
-            self.check_limits(&entry, Instant::now())
-        };
+        let verdict = self
+            .check_local(&entry)
+            .and_then(|()| self.check_limits(&entry, Instant::now()));
         if let Err(rejected) = verdict {
-            self.metrics
-                .sessions_rejected
-                .with_label_values(&[rejected.label()])
-                .inc();
-            return Err(rejected);
+            return Err(self.refuse(rejected));
         }
         let id = self.next_id;
         self.next_id += 1;
+        self.insert(id, entry);
+        Ok(id)
+    }
+
+    /// Counts a refusal and returns it.
+    fn refuse(&self, rejected: Rejected) -> Rejected {
+        self.metrics
+            .sessions_rejected
+            .with_label_values(&[rejected.label()])
+            .inc();
+        rejected
+    }
+
+    fn insert(&mut self, id: SessionId, entry: Entry) {
         *self
             .live_by_identity
             .entry(entry.identity.clone())
@@ -240,7 +276,6 @@ impl Registry {
         self.sessions.insert(id, entry);
         self.metrics.sessions_opened.inc();
         self.publish();
-        Ok(id)
     }
 
     /// Frees a session's slot; releasing twice is harmless.
@@ -260,6 +295,7 @@ impl Registry {
                 .session_duration_seconds
                 .observe(entry.opened_at.elapsed().as_secs_f64());
             self.publish();
+            self.release_lease(id, &entry.identity);
         }
     }
 
@@ -353,6 +389,21 @@ impl Registry {
         }
     }
 
+    /// Tells the sessions a spent budget covers (all of them for the global one) to end after
+    /// their response.
+    fn announce_spent(&self, budget: Budget, identity: &str) {
+        log::warn!(
+            identity = identity;
+            "budget: the {} daily token budget is spent; ending affected sessions after their response",
+            budget_words(budget)
+        );
+        for e in self.sessions.values() {
+            if budget == Budget::Global || e.identity == identity {
+                e.handle.budget_spent.do_send(BudgetSpent { budget });
+            }
+        }
+    }
+
     pub(crate) fn uptime(&self) -> Duration {
         self.started_at.elapsed()
     }
@@ -362,7 +413,7 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(USAGE_SAVE_INTERVAL, |act, _| {
+        ctx.run_interval(USAGE_SAVE_INTERVAL, |act, ctx| {
             // A failed write is tried again, with the newest counts.
             if act.usage_writer.as_ref().is_some_and(Writer::failed) {
                 act.usage_dirty = true;
@@ -374,7 +425,12 @@ impl Actor for Registry {
             if rate > 0 {
                 act.buckets.prune(rate, Instant::now());
             }
+            act.shared_tick(ctx);
         });
+        if self.shared.is_some() {
+            self.refresh_leases();
+            ctx.run_interval(LEASE_REFRESH, |act, _| act.refresh_leases());
+        }
     }
 
     /// Hands over the last counts; dropping the writer then waits for them to be written.
@@ -388,20 +444,20 @@ impl Actor for Registry {
 impl Handler<RecordUsage> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: RecordUsage, _: &mut Context<Self>) {
-        let Some(budget) = self.record_usage(&msg.identity, &msg.model, &msg.usage) else {
-            return;
-        };
-        log::warn!(
-            identity = msg.identity.as_str();
-            "budget: the {} daily token budget is spent; ending affected sessions after their response",
-            budget_words(budget)
-        );
-        for e in self.sessions.values() {
-            if budget == Budget::Global || e.identity == msg.identity {
-                e.handle.budget_spent.do_send(BudgetSpent { budget });
-            }
+    fn handle(&mut self, msg: RecordUsage, ctx: &mut Context<Self>) {
+        let spent = self.record_usage(&msg.identity, &msg.model, &msg.usage);
+        if let Some(budget) = spent {
+            self.announce_spent(budget, &msg.identity);
         }
+        self.share_usage(
+            PendingUsage {
+                identity: msg.identity,
+                model: msg.model,
+                usage: msg.usage,
+                key: msg.key,
+            },
+            ctx,
+        );
     }
 }
 
@@ -431,10 +487,21 @@ impl Handler<SaveUsage> for Registry {
 }
 
 impl Handler<Admit> for Registry {
-    type Result = Result<SessionId, Rejected>;
+    type Result = ResponseActFuture<Self, Result<SessionId, Rejected>>;
 
     fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
-        self.admit(msg.entry)
+        let started = Instant::now();
+        let decided = if self.shared.is_some() {
+            self.admit_shared(msg.entry)
+        } else {
+            Box::pin(fut::ready(self.admit(msg.entry)))
+        };
+        Box::pin(decided.map(move |verdict, act, _| {
+            act.metrics
+                .admission_seconds
+                .observe(started.elapsed().as_secs_f64());
+            verdict
+        }))
     }
 }
 

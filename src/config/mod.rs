@@ -8,11 +8,13 @@
 //! settings of those two groups. `main` and the tests build the config; the relay's start-up, the
 //! HTTP face and the upstream dialer read it.
 
+mod cluster;
 mod protection;
 mod source;
 mod upstream;
 
 pub use self::{
+    cluster::{FailureMode, RedisConfig},
     protection::{Protection, SafetyIdentifier},
     source::{ConfigError, ConfigErrors, Env, Source},
     upstream::{PoolConfig, UpstreamConfig},
@@ -87,6 +89,8 @@ pub struct Config {
     /// When set, `/stats` and `/metrics` are served here instead of on the public listener.
     pub admin_listen: Option<AdminListen>,
     pub protection: Protection,
+    /// `REDIS_URL` and its companions: limits, budgets and usage shared by several instances.
+    pub redis: Option<RedisConfig>,
     pub debug: bool,
 }
 
@@ -143,6 +147,7 @@ impl Config {
             admin_token: r.secret("ADMIN_TOKEN"),
             admin_listen: admin_listen(&mut r),
             protection: Protection::read(&mut r),
+            redis: cluster::read(&mut r),
             debug: r.boolean("DEBUG", false),
         };
         r.finish()?;

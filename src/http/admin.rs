@@ -22,7 +22,7 @@ pub(crate) async fn health(req: HttpRequest, state: web::Data<AppState>) -> Http
     } else {
         (StatusCode::OK, "ok")
     };
-    with_cors(&state, &req, HttpResponse::build(status)).json(json!({
+    let mut body = json!({
         "status": label,
         "uptime_seconds": state.started_at.elapsed().as_secs(),
         "connections": {
@@ -30,13 +30,44 @@ pub(crate) async fn health(req: HttpRequest, state: web::Data<AppState>) -> Http
             "max": state.max_connections,
         },
         "version": env!("CARGO_PKG_VERSION"),
-    }))
+    });
+    // Redis down does not make this relay unhealthy: live sessions go on, and the failure mode
+    // decides about new ones.
+    if let Some(cluster) = &state.cluster {
+        body["redis"] = json!(if cluster.is_up() { "up" } else { "down" });
+    }
+    with_cors(&state, &req, HttpResponse::build(status)).json(body)
+}
+
+/// `GET /stats?scope=cluster`: every instance sharing this relay's Redis, read from Redis.
+async fn cluster_stats(state: &AppState) -> HttpResponse {
+    let Some(cluster) = &state.cluster else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "no_shared_state",
+            "scope=cluster needs REDIS_URL: this relay shares no state with other instances.",
+        );
+    };
+    match cluster.stats().await {
+        Ok(body) => HttpResponse::Ok().json(body),
+        Err(e) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            &format!("Redis did not answer ({e}); try again shortly."),
+        ),
+    }
 }
 
 /// `GET /stats` (`?sessions=true` adds one line per live session).
 pub(crate) async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(refusal) = state.admin_refusal(&req) {
         return refusal;
+    }
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    if query.get("scope").is_some_and(|s| s == "cluster") {
+        return cluster_stats(&state).await;
     }
     let Ok(stats) = state.registry.send(GetStats).await else {
         return json_error(
@@ -46,8 +77,9 @@ pub(crate) async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpR
         );
     };
     let mut body = serde_json::to_value(stats).unwrap_or_default();
-    let wants_sessions = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .is_ok_and(|q| q.get("sessions").is_some_and(|v| v == "true" || v == "1"));
+    let wants_sessions = query
+        .get("sessions")
+        .is_some_and(|v| v == "true" || v == "1");
     if wants_sessions {
         body["sessions"] =
             serde_json::to_value(describe_sessions(&state).await).unwrap_or_default();

@@ -56,6 +56,9 @@ pub(crate) struct AppState {
     pub(crate) authenticator: Arc<Authenticator>,
     pub(crate) safety: Safety,
     pub(crate) max_session_duration: Option<std::time::Duration>,
+    /// `REDIS_URL`: the shared state, for `/health`, `/stats?scope=cluster` and the refusal
+    /// before the upgrade while it does not answer (`REDIS_FAILURE_MODE=closed`).
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {

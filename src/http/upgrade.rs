@@ -190,6 +190,18 @@ fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResp
             &SessionEnd::ShuttingDown.message(),
         ));
     }
+    if state
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.failure_mode == crate::config::FailureMode::Closed && !c.is_up())
+    {
+        state.count_rejection("service_unavailable");
+        return Some(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            &SessionEnd::ServiceUnavailable.message(),
+        ));
+    }
     let origin = origin(req);
     if state
         .allowed_origins

@@ -16,7 +16,7 @@ use prometheus::{
 use crate::{close::SessionEnd, protection::usage::Usage};
 
 /// Reasons a session is refused at admission.
-pub(crate) const REJECT_LABELS: [&str; 9] = [
+pub(crate) const REJECT_LABELS: [&str; 10] = [
     "capacity_exceeded",
     "invalid_request",
     "origin_not_allowed",
@@ -26,6 +26,11 @@ pub(crate) const REJECT_LABELS: [&str; 9] = [
     "rate_limited",
     "model_not_allowed",
     "budget_exceeded",
+    "service_unavailable",
+];
+/// Redis operations, for `relay_redis_errors_total{op}`.
+pub(crate) const REDIS_OPS: [&str; 7] = [
+    "admit", "release", "refresh", "usage", "totals", "stats", "ping",
 ];
 /// Reasons an upstream dial fails.
 pub(crate) const CONNECT_FAILURE_LABELS: [&str; 5] = [
@@ -145,6 +150,23 @@ const UNACCOUNTED_RESPONSES: Def<IntCounter> = Def::counter(
      upstream after its usage grace.",
 );
 
+const REDIS_UP: Def<IntGauge> = Def::gauge(
+    "relay_redis_up",
+    "1 when the last Redis command answered in time, 0 when it did not (only with REDIS_URL).",
+);
+const REDIS_ERRORS: Def<IntCounterVec> = Def::counters(
+    "relay_redis_errors_total",
+    "Redis commands that failed or timed out, by operation.",
+    &["op"],
+);
+const ADMISSION_SECONDS: Def<Histogram> = Def::histogram(
+    "relay_admission_seconds",
+    "Time the registry took to admit or refuse a session (with REDIS_URL, one Redis round trip).",
+    &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ],
+);
+
 /// Counters for one direction, cheap to clone into a pump.
 #[derive(Clone)]
 pub struct Flow {
@@ -190,6 +212,9 @@ pub struct Metrics {
     pub(crate) tokens: IntCounterVec,
     pub(crate) audio_seconds: CounterVec,
     pub(crate) unaccounted_responses: IntCounter,
+    pub(crate) redis_up: IntGauge,
+    pub(crate) redis_errors: IntCounterVec,
+    pub(crate) admission_seconds: Histogram,
     /// The closed set of `model` label values; anything else is counted as `other`.
     known_models: Vec<String>,
 }
@@ -230,6 +255,9 @@ impl Metrics {
             tokens: r.add(&TOKENS),
             audio_seconds: r.add(&AUDIO_SECONDS),
             unaccounted_responses: r.add(&UNACCOUNTED_RESPONSES),
+            redis_up: r.add(&REDIS_UP),
+            redis_errors: r.add(&REDIS_ERRORS),
+            admission_seconds: r.add(&ADMISSION_SECONDS),
             known_models,
             registry: r.0,
         };
@@ -250,6 +278,9 @@ impl Metrics {
         }
         for label in CONNECT_FAILURE_LABELS {
             self.upstream_connect_failures.with_label_values(&[label]);
+        }
+        for op in REDIS_OPS {
+            self.redis_errors.with_label_values(&[op]);
         }
         for model in self
             .known_models

@@ -125,18 +125,19 @@ impl ToClient {
             }
             Watched::TranscriptionCompleted => {}
         }
-        let used = usage::parse_usage(text);
-        if used.is_none() && kind == Watched::ResponseDone {
+        let reported = usage::parse_usage(text);
+        if reported.is_none() && kind == Watched::ResponseDone {
             self.unaccounted.inc();
         }
-        if let Some(used) = used {
+        if let Some(reported) = reported {
             let mut total = s.usage.get();
-            total.add(&used);
+            total.add(&reported.usage);
             s.usage.set(total);
             self.accounting.usage.do_send(RecordUsage {
                 identity: self.accounting.identity.clone(),
                 model: self.accounting.model.clone(),
-                usage: used,
+                usage: reported.usage,
+                key: reported.key,
             });
         }
         kind == Watched::ResponseDone

@@ -138,6 +138,7 @@ struct WireOutputDetails {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct WireResponse {
+    id: Option<String>,
     usage: Option<WireUsage>,
 }
 
@@ -149,7 +150,22 @@ struct WireEvent {
     kind: Option<String>,
     response: Option<WireResponse>,
     usage: Option<WireUsage>,
+    /// The transcribed item (transcription events).
+    item_id: Option<String>,
+    content_index: Option<u64>,
 }
+
+/// Usage one upstream event reported, and what makes the report unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reported {
+    pub(crate) usage: Usage,
+    /// `response:<id>` or `transcription:<item id>:<content index>`; None when the event names
+    /// neither.
+    pub(crate) key: Option<String>,
+}
+
+/// Ids longer than this are not used as keys (OpenAI's are about 30 characters).
+const MAX_KEY_ID: usize = 128;
 
 impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Usage {
@@ -183,14 +199,27 @@ const MAX_TRANSCRIPTION_SECONDS: f64 = 3600.0;
 /// Also None, with a warning, when a count is above [`MAX_EVENT_TOKENS`]: such a usage is an
 /// upstream fault, not what the session used, and is counted nowhere (not in the session, the
 /// ledger or the metrics; a `response.done` carrying it counts as a response without usage).
-pub(crate) fn parse_usage(text: &str) -> Option<Usage> {
+pub(crate) fn parse_usage(text: &str) -> Option<Reported> {
     let event: WireEvent = serde_json::from_str(text).ok()?;
     let kind = event.kind.as_deref()?;
-    let usage = match kind {
-        "response.done" => event.response?.usage.map(Usage::from)?,
+    let short = |id: &str| !id.is_empty() && id.len() <= MAX_KEY_ID;
+    let (usage, key) = match kind {
+        "response.done" => {
+            let response = event.response?;
+            let key = response
+                .id
+                .filter(|id| short(id))
+                .map(|id| format!("response:{id}"));
+            (response.usage.map(Usage::from)?, key)
+        }
         "conversation.item.input_audio_transcription.completed" => {
+            let key = event
+                .item_id
+                .as_deref()
+                .filter(|id| short(id))
+                .map(|id| format!("transcription:{id}:{}", event.content_index.unwrap_or(0)));
             let usage = event.usage?;
-            match usage.kind.as_deref() {
+            let usage = match usage.kind.as_deref() {
                 Some("duration") => {
                     let seconds = usage.seconds?.min(MAX_TRANSCRIPTION_SECONDS);
                     Usage {
@@ -199,7 +228,8 @@ pub(crate) fn parse_usage(text: &str) -> Option<Usage> {
                     }
                 }
                 _ => Usage::from(usage),
-            }
+            };
+            (usage, key)
         }
         _ => return None,
     };
@@ -211,7 +241,7 @@ pub(crate) fn parse_usage(text: &str) -> Option<Usage> {
         );
         return None;
     }
-    Some(usage)
+    Some(Reported { usage, key })
 }
 
 #[cfg(test)]
@@ -220,6 +250,40 @@ mod tests {
     use crate::protection::usage::tests::{
         RESPONSE_DONE, TRANSCRIPTION_DURATION, TRANSCRIPTION_TOKENS,
     };
+
+    /// The usage alone: most tests here are about the counts.
+    fn parse_usage(text: &str) -> Option<Usage> {
+        super::parse_usage(text).map(|r| r.usage)
+    }
+
+    /// A report is keyed by its response id, or by its transcribed item and content index.
+    #[test]
+    fn reports_carry_their_key() {
+        let key = |t: &str| super::parse_usage(t).and_then(|r| r.key);
+        assert_eq!(
+            key(
+                r#"{"type":"response.done","response":{"id":"resp_1","usage":{"total_tokens":5}}}"#
+            ),
+            Some("response:resp_1".into())
+        );
+        assert_eq!(
+            key(
+                r#"{"type":"conversation.item.input_audio_transcription.completed","item_id":"item_9","content_index":0,"usage":{"type":"duration","seconds":1.5}}"#
+            ),
+            Some("transcription:item_9:0".into())
+        );
+        assert_eq!(
+            key(r#"{"type":"response.done","response":{"usage":{"total_tokens":5}}}"#),
+            None
+        );
+        let long = "x".repeat(200);
+        assert_eq!(
+            key(&format!(
+                r#"{{"type":"response.done","response":{{"id":"{long}","usage":{{"total_tokens":5}}}}}}"#
+            )),
+            None
+        );
+    }
 
     /// The three watched types are recognised when `type` comes first, compact or spaced.
     #[test]

@@ -208,12 +208,16 @@ pub(crate) mod tests {
     #[test]
     fn add_and_by_kind() {
         let mut sum = Usage::default();
-        let one = parse_usage(RESPONSE_DONE).unwrap_or_default();
+        let one = parse_usage(RESPONSE_DONE)
+            .map(|r| r.usage)
+            .unwrap_or_default();
         sum.add(&one);
         sum.add(&one);
         assert_eq!(sum.total_tokens, 506);
         assert_eq!(sum.input_cached, 128);
-        let audio = parse_usage(TRANSCRIPTION_DURATION).unwrap_or_default();
+        let audio = parse_usage(TRANSCRIPTION_DURATION)
+            .map(|r| r.usage)
+            .unwrap_or_default();
         sum.add(&audio);
         sum.add(&audio);
         assert_eq!(sum.audio_millis, 4800);
@@ -241,7 +245,9 @@ mod serde_tests {
     /// before the field existed reads as 0 seconds.
     #[test]
     fn audio_seconds_round_trip_and_old_files_load() {
-        let usage = parse_usage(TRANSCRIPTION_DURATION).unwrap_or_default();
+        let usage = parse_usage(TRANSCRIPTION_DURATION)
+            .map(|r| r.usage)
+            .unwrap_or_default();
         let json = serde_json::to_value(usage).expect("serializes");
         assert_eq!(json["audio_seconds"], 2.4, "{json}");
         assert!(json.get("audio_millis").is_none(), "{json}");

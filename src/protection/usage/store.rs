@@ -216,7 +216,9 @@ pub(super) mod tests {
         ledger.record(
             "alice",
             "gpt-realtime",
-            &parse_usage(RESPONSE_DONE).unwrap_or_default(),
+            &parse_usage(RESPONSE_DONE)
+                .map(|r| r.usage)
+                .unwrap_or_default(),
             20_574,
         );
         ledger.record("bob", "gpt-realtime-mini", &tokens(9), 20_574);
