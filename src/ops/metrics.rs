@@ -152,7 +152,7 @@ const UNACCOUNTED_RESPONSES: Def<IntCounter> = Def::counter(
 
 const REDIS_UP: Def<IntGauge> = Def::gauge(
     "relay_redis_up",
-    "1 when the last Redis command answered in time, 0 when it did not (only with REDIS_URL).",
+    "1 when the last Redis command answered in time, 0 when it did not (always 0 without REDIS_URL).",
 );
 const REDIS_ERRORS: Def<IntCounterVec> = Def::counters(
     "relay_redis_errors_total",

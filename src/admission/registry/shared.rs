@@ -75,6 +75,11 @@ impl Registry {
             return Box::pin(fut::ready(Err(self.refuse(rejected))));
         }
         let limits = self.shared_limits();
+        // Open mode with Redis known to be down: this instance's own limits, without waiting for
+        // a timeout (the registry's tick notices when Redis answers again).
+        if self.local_limits_apply() {
+            return Box::pin(fut::ready(self.admit(entry)));
+        }
         let Some(shared) = self.shared.as_mut() else {
             return Box::pin(fut::ready(self.admit(entry)));
         };

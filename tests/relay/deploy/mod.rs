@@ -19,7 +19,10 @@ mod run_sh;
 /// The lines of service `name` in docker-compose.yml, without its own `  name:` line.
 fn service<'a>(compose: &'a str, name: &str) -> Vec<&'a str> {
     let header = format!("  {name}:");
-    let mut lines = compose.lines().skip_while(|l| *l != header);
+    let anchored = format!("{header} &");
+    let mut lines = compose
+        .lines()
+        .skip_while(|l| *l != header && !l.starts_with(&anchored));
     assert!(lines.next().is_some(), "no service {name}");
     lines
         .take_while(|l| l.is_empty() || l.starts_with("    "))

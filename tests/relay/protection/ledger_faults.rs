@@ -125,36 +125,31 @@ async fn implausible_upstream_usage_is_not_counted() {
     h.stop().await;
 }
 
-/// Where the Compose file and the deployment guide say to `--scale` the relay, they also say to
-/// drop the one `relay-data` volume, so replicas never share a ledger file.
+/// Compose's scale-out replicas share Redis, never the `relay-data` ledger volume (one relay per
+/// ledger file), and the deployment guide gives the same command.
 #[test]
-fn compose_scale_out_gives_each_replica_its_own_ledger() {
+fn compose_scale_out_shares_redis_not_a_ledger() {
     let compose = read_repo("docker-compose.yml");
-    // The comment block (consecutive `#` lines) that gives the command.
-    let mut blocks = vec![String::new()];
-    for line in compose.lines() {
-        match line.trim().strip_prefix('#') {
-            Some(text) => {
-                let block = blocks.last_mut().expect("one block at least");
-                block.push_str(text);
-                block.push(' ');
-            }
-            None => blocks.push(String::new()),
-        }
-    }
-    let guide = read_repo("docs/deploying.md");
-    let paragraphs = guide.split("\n\n").map(|p| p.replace('\n', " "));
-    let scaling: Vec<String> = blocks
-        .into_iter()
-        .chain(paragraphs)
-        .filter(|text| text.contains("--scale openai-realtime-relay"))
+    let header = "  relay-replica:";
+    let replica: Vec<&str> = compose
+        .lines()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
         .collect();
-    assert_eq!(scaling.len(), 2, "one in each file: {scaling:#?}");
-    for text in scaling {
-        assert!(
-            text.contains("relay-data volume") || text.contains("`relay-data` volume"),
-            "says to scale without dropping the shared volume: {text}"
-        );
-        assert!(text.contains("of its own"), "{text}");
-    }
+    assert!(!replica.is_empty(), "no relay-replica service");
+    let has = |line: &str| replica.iter().any(|l| l.trim() == line);
+    assert!(has("volumes: []"), "replicas must not inherit relay-data");
+    assert!(has("ports: []"), "replicas publish nothing");
+    assert!(has("REDIS_URL: redis://redis:6379"), "{replica:#?}");
+    assert!(!replica.iter().any(|l| l.contains("relay-data:")));
+    assert!(compose.contains("\n  redis:\n"), "a redis service");
+    let guide = read_repo("docs/deploying.md");
+    let recipe: Vec<String> = guide
+        .split("\n\n")
+        .map(|p| p.replace('\n', " "))
+        .filter(|p| p.contains("--scale relay-replica"))
+        .collect();
+    assert_eq!(recipe.len(), 1, "{recipe:#?}");
+    assert!(recipe[0].contains("REDIS_URL"), "{}", recipe[0]);
 }
