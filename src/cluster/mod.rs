@@ -18,7 +18,7 @@ mod usage;
 use std::{
     future::Future,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
         Arc,
     },
     time::Duration,
@@ -40,6 +40,10 @@ use crate::{
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often an instance refreshes the leases of its live sessions.
 pub(crate) const LEASE_REFRESH: Duration = Duration::from_secs(10);
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
 
 /// A Redis operation, for errors and their metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +92,8 @@ pub(crate) struct Cluster {
     instance: Arc<str>,
     pub(crate) failure_mode: FailureMode,
     timeout: Duration,
-    up: Arc<AtomicBool>,
+    /// [`UNKNOWN`] until the first call, then [`UP`] or [`DOWN`] after each.
+    state: Arc<AtomicU8>,
     metrics: Arc<Metrics>,
     /// `host:port` of the Redis server, for logs (never the URL: it may carry a password).
     address: Arc<str>,
@@ -152,7 +157,7 @@ impl Cluster {
             instance: instance_name().into(),
             failure_mode: config.failure_mode,
             timeout: config.timeout,
-            up: Arc::new(AtomicBool::new(false)),
+            state: Arc::new(AtomicU8::new(UNKNOWN)),
             metrics,
             address: config.address.as_str().into(),
             scripts: Arc::new(Scripts::new()),
@@ -161,7 +166,7 @@ impl Cluster {
 
     /// Whether the last Redis call answered in time.
     pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) == UP
     }
 
     pub(crate) fn instance(&self) -> &str {
@@ -178,13 +183,14 @@ impl Cluster {
             Ok(r) => r,
             Err(_) => Err(Unanswered::Timeout(self.timeout.as_millis())),
         };
-        let up = result.is_ok();
+        let now = if result.is_ok() { UP } else { DOWN };
+        let before = self.state.swap(now, Ordering::Relaxed);
         if let Err(e) = &result {
             self.metrics
                 .redis_errors
                 .with_label_values(&[op.label()])
                 .inc();
-            if self.up.load(Ordering::Relaxed) {
+            if before != DOWN {
                 log::warn!(
                     redis = &*self.address, op = op.label();
                     "redis: no answer ({e}); {}",
@@ -194,10 +200,10 @@ impl Cluster {
                     }
                 );
             }
-        }
-        if self.up.swap(up, Ordering::Relaxed) != up && up {
+        } else if before != UP {
             log::info!(redis = &*self.address; "redis: answering");
         }
+        let up = now == UP;
         self.metrics.redis_up.set(i64::from(up));
         result
     }
