@@ -171,6 +171,11 @@ impl Upstream {
     /// upstream ended the session: answer its close (or say why we stop), tell the session, stop
     /// once our close frame is written.
     fn ended(&mut self, reason: SessionEnd, ctx: &mut Context<Self>) {
+        // Nothing more is read: a response still in flight (the upstream reset or closed
+        // mid-response, or closed before the usage grace saw its `response.done`) is never
+        // counted.
+        let left = self.shared.responses_in_flight.replace(0);
+        self.metrics.unaccounted_responses.inc_by(u64::from(left));
         if self.closing {
             ctx.stop();
             return;
