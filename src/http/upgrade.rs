@@ -7,6 +7,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     rc::Rc,
+    sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -134,6 +135,11 @@ pub(crate) async fn realtime(
                 .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))?;
             let address = state.authenticator.address_identity(ip);
             let safety_id = state.safety.identifier(&identity, &address);
+            // `session.update` is checked against the credential's own models too.
+            let allowed_models = match &identity.models {
+                Some(models) => Arc::new(allowed.with_credential(models)),
+                None => allowed.into_inner(),
+            };
             actix::Actor::start(Session::new(session::Params {
                 client,
                 stream,
@@ -148,7 +154,7 @@ pub(crate) async fn realtime(
                 dialer,
                 max_message_size: state.max_message_size,
                 inactivity_timeout: state.inactivity_timeout,
-                allowed_models: allowed.into_inner(),
+                allowed_models,
                 refusals: refusals.into_inner(),
             }));
         }
@@ -167,6 +173,10 @@ pub(crate) async fn realtime(
 fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     if state.on_admin_listener(req) {
         return Some(not_found());
+    }
+    if let Some(refusal) = malformed(req) {
+        state.count_rejection("invalid_request");
+        return Some(refusal);
     }
     if !is_websocket_upgrade(req) {
         return Some(
@@ -228,6 +238,34 @@ fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResp
             }
         },
     ))
+}
+
+/// The most request-header bytes (names and values) an upgrade may carry, as Node's HTTP server
+/// allows by default; Nginx allows 8 KiB. A Realtime upgrade needs well under 2 KiB.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// An upgrade HTTP itself rules out: over HTTP/1.0 (RFC 6455 §4.2.1 needs HTTP/1.1), or with more
+/// header bytes than [`MAX_HEADER_BYTES`] (431).
+fn malformed(req: &HttpRequest) -> Option<HttpResponse> {
+    if req.version() < actix_web::http::Version::HTTP_11 {
+        return Some(json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "A WebSocket upgrade needs HTTP/1.1 or later.",
+        ));
+    }
+    let bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    (bytes > MAX_HEADER_BYTES).then(|| {
+        json_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request",
+            &format!("The request's headers are larger than the relay's limit of {MAX_HEADER_BYTES} bytes."),
+        )
+    })
 }
 
 /// After the handshake: the upstream query and the client's identity, or why the session is

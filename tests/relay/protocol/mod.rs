@@ -14,7 +14,7 @@ mod frame_limits;
 mod handshake;
 mod messages;
 mod query;
-mod raw;
+pub(crate) mod raw;
 mod size_limits;
 mod strict;
 mod subprotocols;
