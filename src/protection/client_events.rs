@@ -44,8 +44,8 @@ impl Refusal {
     pub(crate) fn error_event(&self, event_id: &str) -> String {
         let message = match self {
             Refusal::ModelNotAllowed { model } => format!(
-                "The model {model:?} is not allowed on this relay (ALLOWED_MODELS); \
-                 the session.update was not forwarded."
+                "The model {model:?} is not allowed on this relay (ALLOWED_MODELS, or the \
+                 token's models claim); the session.update was not forwarded."
             ),
             Refusal::Unreadable => "The relay could not read this session.update as JSON, so \
                                     it could not check its models against ALLOWED_MODELS; \

@@ -9,23 +9,43 @@
 //! `DEFAULT_MODEL`. The session is named (in logs, `/stats` and usage) by its model, or by
 //! `intent:I` when it has none.
 
-/// `ALLOWED_MODELS`: empty allows any name.
+/// `ALLOWED_MODELS` (empty allows any name), and for one session the credential's own list on
+/// top (the JWT `models` claim), which a name must be in too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct AllowedModels(Vec<String>);
+pub(crate) struct AllowedModels {
+    list: Vec<String>,
+    credential: Option<Vec<String>>,
+}
 
 impl AllowedModels {
     pub(crate) fn new(models: Vec<String>) -> AllowedModels {
-        AllowedModels(models)
+        AllowedModels {
+            list: models,
+            credential: None,
+        }
     }
 
-    /// Whether the list is empty, so that every name passes and nothing needs a look.
+    /// This list narrowed by a credential's own list of models: a session's `session.update` is
+    /// checked against both.
+    pub(crate) fn with_credential(&self, models: &[String]) -> AllowedModels {
+        AllowedModels {
+            list: self.list.clone(),
+            credential: Some(models.to_vec()),
+        }
+    }
+
+    /// Whether every name passes, so nothing needs a look.
     pub(crate) fn is_any(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty() && self.credential.is_none()
     }
 
     /// Whether `name` may be used.
     pub(crate) fn admits(&self, name: &str) -> bool {
-        admits(&self.0, name)
+        admits(&self.list, name)
+            && self
+                .credential
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|m| m == name))
     }
 
     /// The first of `names` that this list or the credential's own list (the JWT `models` claim,
@@ -121,5 +141,21 @@ mod tests {
             Some("intent:transcription")
         );
         assert_eq!(AllowedModels::default().first_refused(&names, None), None);
+    }
+
+    /// A credential's list narrows the relay's, even when the relay's allows anything; a claim
+    /// that lists nothing allows nothing.
+    #[test]
+    fn a_credential_narrows_the_list() {
+        let claim = vec!["gpt-realtime-mini".to_string(), "whisper-1".to_string()];
+        let any = AllowedModels::default().with_credential(&claim);
+        assert!(!any.is_any());
+        assert!(any.admits("whisper-1"));
+        assert!(!any.admits("gpt-4o-transcribe"));
+        let listed = list(&["gpt-realtime-mini"]).with_credential(&claim);
+        assert!(listed.admits("gpt-realtime-mini"));
+        assert!(!listed.admits("whisper-1"));
+        let none = AllowedModels::default().with_credential(&[]);
+        assert!(!none.admits("gpt-realtime-mini"));
     }
 }

@@ -22,7 +22,10 @@ fn default_shutdown_timeout_secs() -> u64 {
 #[test]
 fn compose_waits_longer_than_the_drain() {
     let c = read_repo("docker-compose.yml");
-    assert!(c.contains("\n  openai-realtime-relay:\n"), "service name");
+    assert!(
+        c.contains("\n  openai-realtime-relay: &relay\n"),
+        "service name (anchored: the scale-out replicas reuse it)"
+    );
     assert!(c.contains("env_file: .env"));
     assert!(c.contains("restart: unless-stopped"));
     assert!(c.contains(r#"test: ["CMD", "openai-realtime-relay", "healthcheck"]"#));

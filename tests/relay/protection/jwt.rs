@@ -81,3 +81,41 @@ async fn jwt_models_claim_restricts_models() {
     assert_eq!(hs[0].path_and_query, "/v1/realtime?model=gpt-realtime-mini");
     h.stop().await;
 }
+
+/// The claim holds after the upgrade too: a `session.update` picking a transcription model the
+/// claim does not list is answered with `model_not_allowed` and not forwarded, even with
+/// `ALLOWED_MODELS` unset; one the claim lists is forwarded.
+#[actix_web::test]
+async fn jwt_models_claim_applies_to_session_update() {
+    let h = start(Script::echo(), &[("RELAY_JWT_SECRET", JWT_SECRET)]).await;
+    let token = mint_jwt(
+        &Secret::new(JWT_SECRET),
+        &json!({"sub": "u", "exp": unix_in(600), "models": ["gpt-realtime-mini", "gpt-4o-mini-transcribe"]}),
+    );
+    let mut ws = admitted(
+        &h.base,
+        "/v1/realtime?model=gpt-realtime-mini",
+        Style::Browser,
+        Some(&token),
+    )
+    .await;
+    let update = |model: &str, id: &str| {
+        format!(
+            r#"{{"type":"session.update","event_id":"{id}","session":{{"type":"realtime","audio":{{"input":{{"transcription":{{"model":"{model}"}}}}}}}}}}"#
+        )
+    };
+    send_text(&mut ws, &update("whisper-1", "refused")).await;
+    let error = next_json(&mut ws).await;
+    assert_eq!(error["error"]["code"], "model_not_allowed", "{error}");
+    assert_message_contains(&error, "\"whisper-1\"");
+    send_text(&mut ws, &update("gpt-4o-mini-transcribe", "allowed")).await;
+    let echo = next_json(&mut ws).await;
+    assert_eq!(echo["event_id"], "allowed", "{echo}");
+    let got = h.fake.recorder().messages();
+    assert_eq!(
+        got.len(),
+        1,
+        "only the allowed update is forwarded: {got:?}"
+    );
+    h.stop().await;
+}
