@@ -146,8 +146,8 @@ const AUDIO_SECONDS: Def<CounterVec> = Def::seconds(
 const UNACCOUNTED_RESPONSES: Def<IntCounter> = Def::counter(
     "relay_unaccounted_responses_total",
     "Responses that ended without usage the relay could count: a response.done without a usage \
-     block or with counts no event can carry, or still in flight when the relay closed the \
-     upstream after its usage grace.",
+     block or with counts no event can carry, still in flight when the relay closed the \
+     upstream after its usage grace, or cut off by the upstream ending the session.",
 );
 
 const REDIS_UP: Def<IntGauge> = Def::gauge(
