@@ -223,6 +223,9 @@ fn http_server(
         let _ = (conn, user_timeout);
     })
     .workers(config.workers)
+    // Small frames go out at once: without it a session.created written right after the 101
+    // on a reused keep-alive connection waited ~40 ms for the client's delayed ACK (Nagle).
+    .tcp_nodelay(true)
     // actix-web resets a connection 1 s after the response by default (its client disconnect
     // timeout), which cut slow readers off before the session's final events and close frame:
     // the session's own close grace is the one that applies.

@@ -2,7 +2,7 @@
 //! session. A leaf module: sessions, dialers, the reaper and the HTTP layer import this file,
 //! not the actor.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use actix::prelude::*;
 
@@ -10,7 +10,10 @@ use crate::{
     admission::stats::Stats,
     close::SessionEnd,
     protection::usage::{Budget, Usage},
-    session::msg::{SessionHandle, SessionId},
+    session::{
+        msg::{SessionHandle, SessionId},
+        shared::Traffic,
+    },
 };
 
 /// Why the registry refused a session.
@@ -60,6 +63,10 @@ pub(crate) struct Entry {
     /// Models the client's credential allows (JWT `models` claim), on top of `ALLOWED_MODELS`.
     pub(crate) credential_models: Option<Vec<String>>,
     pub(crate) opened_at: Instant,
+    /// The client's address (after `TRUSTED_PROXIES`), for `/stats?sessions=true`.
+    pub(crate) client: Option<std::net::IpAddr>,
+    /// The session's traffic, which `/stats?sessions=true` reads without asking the session.
+    pub(crate) traffic: Arc<Traffic>,
 }
 
 /// Ask for a slot for a new session; answered before any upstream dial.
@@ -111,7 +118,9 @@ pub(crate) struct ConnectTime {
 #[rtype(result = "Vec<SessionHandle>")]
 pub(crate) struct LiveSessions;
 
-/// A snapshot for `/stats` and `/health`.
+/// A snapshot for `/stats` and `/health`; with `sessions`, every live session too.
 #[derive(Message)]
 #[rtype(result = "Stats")]
-pub(crate) struct GetStats;
+pub(crate) struct GetStats {
+    pub(crate) sessions: bool,
+}

@@ -24,7 +24,10 @@ use crate::{
             Admit, ConnectTime, Drain, Entry, GetStats, LiveSessions, RecordUsage, Rejected,
             Release, SaveUsage,
         },
-        stats::{ConnectTimes, DirectionStats, IdentityUsage, Stats, UsageStats, TOP_IDENTITIES},
+        stats::{
+            ConnectTimes, DirectionStats, IdentityUsage, SessionInfo, Stats, UsageStats,
+            TOP_IDENTITIES,
+        },
     },
     close::{budget_words, SessionEnd},
     cluster::{PendingUsage, LEASE_REFRESH},
@@ -309,6 +312,28 @@ impl Registry {
         self.sessions.values().map(|e| e.handle.clone()).collect()
     }
 
+    /// Every live session as `/stats?sessions=true` lists it, by id: one pass over the table,
+    /// reading each session's shared counters (no message to any session).
+    fn session_list(&self) -> Vec<SessionInfo> {
+        let now = Instant::now();
+        let mut list: Vec<SessionInfo> = self
+            .sessions
+            .iter()
+            .map(|(id, e)| SessionInfo {
+                id: *id,
+                client: e.client.map(|ip| ip.to_string()),
+                model: e.model.clone(),
+                identity: e.identity.clone(),
+                age_seconds: now.saturating_duration_since(e.opened_at).as_secs(),
+                idle_seconds: e.traffic.idle(e.opened_at, now).as_secs(),
+                client_to_upstream_bytes: e.traffic.client_to_upstream.bytes(),
+                upstream_to_client_bytes: e.traffic.upstream_to_client.bytes(),
+            })
+            .collect();
+        list.sort_by_key(|s| s.id);
+        list
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let m = &self.metrics;
         let rejected_by_reason: BTreeMap<_, _> =
@@ -386,6 +411,7 @@ impl Registry {
             upstream_connect_failures_by_reason: failures,
             upstream_connect_latency: self.connect_times.latency(),
             usage,
+            sessions: None,
         }
     }
 
@@ -546,15 +572,19 @@ impl Handler<LiveSessions> for Registry {
 impl Handler<GetStats> for Registry {
     type Result = MessageResult<GetStats>;
 
-    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats())
+    fn handle(&mut self, msg: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let mut stats = self.stats();
+        if msg.sessions {
+            stats.sessions = Some(self.session_list());
+        }
+        MessageResult(stats)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::msg::{Describe, SessionInfo, Tick};
+    use crate::session::msg::Tick;
 
     /// A session that is never started: admission logic does not send to it.
     struct Idle;
@@ -578,13 +608,6 @@ mod tests {
         fn handle(&mut self, _: BudgetSpent, _: &mut Context<Self>) {}
     }
 
-    impl Handler<Describe> for Idle {
-        type Result = Option<SessionInfo>;
-        fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
-            None
-        }
-    }
-
     fn entry(identity: &str, model: &str) -> Entry {
         let (tx, _rx) = actix::dev::channel::channel(1);
         let addr: Addr<Idle> = Addr::new(tx);
@@ -592,13 +615,14 @@ mod tests {
             handle: SessionHandle {
                 tick: addr.clone().recipient(),
                 end: addr.clone().recipient(),
-                budget_spent: addr.clone().recipient(),
-                describe: addr.recipient(),
+                budget_spent: addr.recipient(),
             },
             model: model.into(),
             identity: identity.into(),
             credential_models: None,
             opened_at: Instant::now(),
+            client: None,
+            traffic: Default::default(),
         }
     }
 

@@ -10,9 +10,8 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
-    admission::msg::{GetStats, LiveSessions},
+    admission::msg::GetStats,
     http::{json_error, not_found, origin, with_cors, AppState},
-    session::msg::{Describe, SessionInfo},
 };
 
 /// `GET /health`: 200 with the live count, or 503 once a drain has begun.
@@ -69,44 +68,24 @@ pub(crate) async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpR
     if query.get("scope").is_some_and(|s| s == "cluster") {
         return cluster_stats(&state).await;
     }
-    let Ok(stats) = state.registry.send(GetStats).await else {
+    let wants_sessions = query
+        .get("sessions")
+        .is_some_and(|v| v == "true" || v == "1");
+    let Ok(stats) = state
+        .registry
+        .send(GetStats {
+            sessions: wants_sessions,
+        })
+        .await
+    else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "registry_unavailable",
             "The relay is shutting down.",
         );
     };
-    let mut body = serde_json::to_value(stats).unwrap_or_default();
-    let wants_sessions = query
-        .get("sessions")
-        .is_some_and(|v| v == "true" || v == "1");
-    if wants_sessions {
-        body["sessions"] =
-            serde_json::to_value(describe_sessions(&state).await).unwrap_or_default();
-    }
     // Admin data: never readable cross-origin, so no CORS headers.
-    HttpResponse::Ok().json(body)
-}
-
-/// Asks every live session to describe itself; sessions that do not answer within a second
-/// (their worker is saturated) are left out.
-async fn describe_sessions(state: &AppState) -> Vec<SessionInfo> {
-    let Ok(addrs) = state.registry.send(LiveSessions).await else {
-        return Vec::new();
-    };
-    let asks = addrs.iter().map(|a| a.describe.send(Describe));
-    let answers = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        futures_util::future::join_all(asks),
-    )
-    .await
-    .unwrap_or_default();
-    let mut sessions: Vec<_> = answers
-        .into_iter()
-        .filter_map(|a| a.ok().flatten())
-        .collect();
-    sessions.sort_by_key(|s| s.id);
-    sessions
+    HttpResponse::Ok().json(stats)
 }
 
 /// `GET /metrics`: the Prometheus text format.

@@ -1,8 +1,8 @@
 //! `Session`: one client WebSocket and everything that happens to it. Created by the HTTP layer
 //! right after the upgrade, it asks the `Registry` for a slot, starts its `Upstream`, and spawns
 //! the client pump (`client.rs`). It hears from the `Reaper` (`Tick`), from its upstream
-//! (`UpstreamOpened`, `End`), from the registry (`BudgetSpent`, `End` on shutdown) and from
-//! `/stats` (`Describe`). Whichever side ends first, `end()` tells the other why, sends the
+//! (`UpstreamOpened`, `End`) and from the registry (`BudgetSpent`, `End` on shutdown); the
+//! registry reads its `Traffic` for `/stats`. Whichever side ends first, `end()` tells the other why, sends the
 //! client an `error` event (for failures) and a close frame, and stops; `stopping()` gives the
 //! slot back and writes the log line.
 
@@ -31,7 +31,7 @@ use crate::{
         events::EVENTS_TARGET,
         liveness,
         msg::{
-            BudgetSpent, Describe, End, SessionHandle, SessionId, SessionInfo, Tick, UpstreamOpened,
+            BudgetSpent, End, SessionHandle, SessionId, Tick, UpstreamOpened,
         },
         shared::Shared,
     },
@@ -224,10 +224,13 @@ impl Session {
 
     /// Decides what a reaper tick means for this session.
     pub(crate) fn on_tick(&mut self, now: Instant, heartbeat: bool) -> Option<SessionEnd> {
-        let seen = self.shared.data_messages();
+        let seen = self.shared.traffic.data_messages();
         if seen != self.seen_messages {
             self.seen_messages = seen;
             self.last_activity = now;
+            self.shared
+                .traffic
+                .saw_activity(seen, now.saturating_duration_since(self.opened_at));
         } else if now.duration_since(self.last_activity) >= self.inactivity_timeout {
             return Some(SessionEnd::IdleTimeout);
         }
@@ -305,12 +308,13 @@ impl Actor for Session {
                 handle: SessionHandle {
                     tick: addr.clone().recipient(),
                     end: addr.clone().recipient(),
-                    budget_spent: addr.clone().recipient(),
-                    describe: addr.recipient(),
+                    budget_spent: addr.recipient(),
                 },
                 model: self.model.clone(),
                 identity: self.identity.key.clone(),
                 credential_models: self.identity.models.clone(),
+                client: self.client_ip,
+                traffic: self.shared.traffic.clone(),
                 opened_at: self.opened_at,
             },
         });
@@ -359,10 +363,10 @@ impl Actor for Session {
             reason = reason.label(),
             code = code,
             duration_ms = duration_ms,
-            client_to_upstream_messages = s.client_to_upstream.messages.get(),
-            client_to_upstream_bytes = s.client_to_upstream.bytes.get(),
-            upstream_to_client_messages = s.upstream_to_client.messages.get(),
-            upstream_to_client_bytes = s.upstream_to_client.bytes.get(),
+            client_to_upstream_messages = s.traffic.client_to_upstream.messages(),
+            client_to_upstream_bytes = s.traffic.client_to_upstream.bytes(),
+            upstream_to_client_messages = s.traffic.upstream_to_client.messages(),
+            upstream_to_client_bytes = s.traffic.upstream_to_client.bytes(),
             input_tokens = tokens.input_tokens,
             output_tokens = tokens.output_tokens,
             total_tokens = tokens.billable();
@@ -385,30 +389,6 @@ impl Handler<Tick> for Session {
             }
             None => {}
         }
-    }
-}
-
-impl Handler<Describe> for Session {
-    type Result = Option<SessionInfo>;
-
-    fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
-        let id = self.id?;
-        let now = Instant::now();
-        let idle = if self.shared.data_messages() == self.seen_messages {
-            now.duration_since(self.last_activity)
-        } else {
-            Duration::ZERO
-        };
-        Some(SessionInfo {
-            id,
-            client: self.client_ip.map(|ip| ip.to_string()),
-            model: self.model.clone(),
-            identity: self.identity.key.clone(),
-            age_seconds: now.duration_since(self.opened_at).as_secs(),
-            idle_seconds: idle.as_secs(),
-            client_to_upstream_bytes: self.shared.client_to_upstream.bytes.get(),
-            upstream_to_client_bytes: self.shared.upstream_to_client.bytes.get(),
-        })
     }
 }
 

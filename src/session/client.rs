@@ -373,7 +373,7 @@ async fn forward(
     flow: &Flow,
 ) -> bool {
     flow.record(len);
-    shared.client_to_upstream.record(len);
+    shared.traffic.client_to_upstream.record(len);
     shared.upstream_write_blocked.set(true);
     let sent = writer.send(msg).await.is_ok();
     shared.upstream_write_blocked.set(false);

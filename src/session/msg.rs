@@ -41,30 +41,11 @@ pub(crate) struct BudgetSpent {
     pub(crate) budget: Budget,
 }
 
-/// What `/stats?sessions=true` shows of a session.
-#[derive(Message)]
-#[rtype(result = "Option<SessionInfo>")]
-pub(crate) struct Describe;
-
-/// One session as `/stats?sessions=true` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct SessionInfo {
-    pub(crate) id: SessionId,
-    pub(crate) client: Option<String>,
-    pub(crate) model: String,
-    pub(crate) identity: String,
-    pub(crate) age_seconds: u64,
-    pub(crate) idle_seconds: u64,
-    pub(crate) client_to_upstream_bytes: u64,
-    pub(crate) upstream_to_client_bytes: u64,
-}
-
 /// The addresses the registry keeps for a live session: one `Recipient` per message it (or the
-/// reaper and `/stats`, which get it from the registry) sends.
+/// reaper, which gets it from the registry) sends.
 #[derive(Clone)]
 pub(crate) struct SessionHandle {
     pub(crate) tick: Recipient<Tick>,
     pub(crate) end: Recipient<End>,
     pub(crate) budget_spent: Recipient<BudgetSpent>,
-    pub(crate) describe: Recipient<Describe>,
 }

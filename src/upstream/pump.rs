@@ -148,7 +148,7 @@ impl ToClient {
     #[inline]
     fn record(&mut self, msg: &Message, len: usize) {
         self.flow.record(len);
-        self.shared.upstream_to_client.record(len);
+        self.shared.traffic.upstream_to_client.record(len);
         if let Some((since, histogram)) = self.first_event.take() {
             histogram.observe(since.elapsed().as_secs_f64());
         }
