@@ -120,7 +120,13 @@ pub(crate) struct LiveSessions;
 
 /// A snapshot for `/stats` and `/health`; with `sessions`, every live session too.
 #[derive(Message)]
-#[rtype(result = "Stats")]
+#[rtype(result = "StatsSnapshot")]
 pub(crate) struct GetStats {
     pub(crate) sessions: bool,
+}
+
+/// What `GetStats` answers: the counts, and the live sessions' entries when asked for.
+pub(crate) struct StatsSnapshot {
+    pub(crate) stats: Stats,
+    pub(crate) sessions: Option<Vec<(SessionId, Arc<Entry>)>>,
 }

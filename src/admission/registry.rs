@@ -22,12 +22,9 @@ use crate::{
         limits::{Limits, RateBuckets},
         msg::{
             Admit, ConnectTime, Drain, Entry, GetStats, LiveSessions, RecordUsage, Rejected,
-            Release, SaveUsage,
+            Release, SaveUsage, StatsSnapshot,
         },
-        stats::{
-            ConnectTimes, DirectionStats, IdentityUsage, SessionInfo, Stats, UsageStats,
-            TOP_IDENTITIES,
-        },
+        stats::{ConnectTimes, DirectionStats, IdentityUsage, Stats, UsageStats, TOP_IDENTITIES},
     },
     close::{budget_words, SessionEnd},
     cluster::{PendingUsage, LEASE_REFRESH},
@@ -50,7 +47,11 @@ fn today() -> u64 {
 
 pub(crate) struct Registry {
     max_connections: usize,
-    sessions: HashMap<SessionId, Entry>,
+    /// Shared (`Arc`) so `/stats?sessions=true` takes a snapshot of the table for the price of
+    /// a reference count per session, and lists it on an HTTP worker, not here.
+    sessions: HashMap<SessionId, Arc<Entry>>,
+    /// Live sessions per model, kept with `sessions`, for `/stats` without a scan.
+    live_by_model: HashMap<String, usize>,
     /// Live sessions per identity, kept with `sessions`: admission and `/stats` read it in O(1)
     /// per identity instead of scanning every session.
     live_by_identity: HashMap<String, usize>,
@@ -83,6 +84,7 @@ impl Registry {
         Registry {
             max_connections,
             sessions: HashMap::new(),
+            live_by_model: HashMap::new(),
             live_by_identity: HashMap::new(),
             next_id: 1,
             metrics,
@@ -276,7 +278,8 @@ impl Registry {
             .live_by_identity
             .entry(entry.identity.clone())
             .or_insert(0) += 1;
-        self.sessions.insert(id, entry);
+        *self.live_by_model.entry(entry.model.clone()).or_insert(0) += 1;
+        self.sessions.insert(id, Arc::new(entry));
         self.metrics.sessions_opened.inc();
         self.publish();
     }
@@ -284,10 +287,15 @@ impl Registry {
     /// Frees a session's slot; releasing twice is harmless.
     pub(crate) fn release(&mut self, id: SessionId, reason: &SessionEnd) {
         if let Some(entry) = self.sessions.remove(&id) {
-            if let Some(n) = self.live_by_identity.get_mut(&entry.identity) {
-                *n -= 1;
-                if *n == 0 {
-                    self.live_by_identity.remove(&entry.identity);
+            for (map, key) in [
+                (&mut self.live_by_identity, &entry.identity),
+                (&mut self.live_by_model, &entry.model),
+            ] {
+                if let Some(n) = map.get_mut(key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(key);
+                    }
                 }
             }
             self.metrics
@@ -312,26 +320,13 @@ impl Registry {
         self.sessions.values().map(|e| e.handle.clone()).collect()
     }
 
-    /// Every live session as `/stats?sessions=true` lists it, by id: one pass over the table,
-    /// reading each session's shared counters (no message to any session).
-    fn session_list(&self) -> Vec<SessionInfo> {
-        let now = Instant::now();
-        let mut list: Vec<SessionInfo> = self
-            .sessions
+    /// The live sessions, for `/stats?sessions=true`: a reference to each entry, listed by the
+    /// caller (`stats::session_list`) off this actor.
+    fn snapshot(&self) -> Vec<(SessionId, Arc<Entry>)> {
+        self.sessions
             .iter()
-            .map(|(id, e)| SessionInfo {
-                id: *id,
-                client: e.client.map(|ip| ip.to_string()),
-                model: e.model.clone(),
-                identity: e.identity.clone(),
-                age_seconds: now.saturating_duration_since(e.opened_at).as_secs(),
-                idle_seconds: e.traffic.idle(e.opened_at, now).as_secs(),
-                client_to_upstream_bytes: e.traffic.client_to_upstream.bytes(),
-                upstream_to_client_bytes: e.traffic.upstream_to_client.bytes(),
-            })
-            .collect();
-        list.sort_by_key(|s| s.id);
-        list
+            .map(|(id, e)| (*id, Arc::clone(e)))
+            .collect()
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -348,10 +343,11 @@ impl Registry {
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
-        let mut sessions_by_model = BTreeMap::new();
-        for e in self.sessions.values() {
-            *sessions_by_model.entry(e.model.clone()).or_insert(0) += 1;
-        }
+        let sessions_by_model = self
+            .live_by_model
+            .iter()
+            .map(|(m, n)| (m.clone(), *n))
+            .collect();
         let day = today();
         let mut by_identity: Vec<IdentityUsage> = self
             .ledger
@@ -411,7 +407,6 @@ impl Registry {
             upstream_connect_failures_by_reason: failures,
             upstream_connect_latency: self.connect_times.latency(),
             usage,
-            sessions: None,
         }
     }
 
@@ -573,11 +568,10 @@ impl Handler<GetStats> for Registry {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, msg: GetStats, _: &mut Context<Self>) -> Self::Result {
-        let mut stats = self.stats();
-        if msg.sessions {
-            stats.sessions = Some(self.session_list());
-        }
-        MessageResult(stats)
+        MessageResult(StatsSnapshot {
+            stats: self.stats(),
+            sessions: msg.sessions.then(|| self.snapshot()),
+        })
     }
 }
 

@@ -25,19 +25,6 @@ pub(crate) struct Latency {
 /// Dials remembered for the latency percentiles.
 pub(crate) const CONNECT_WINDOW: usize = 1024;
 
-/// One session as `/stats?sessions=true` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct SessionInfo {
-    pub(crate) id: u64,
-    pub(crate) client: Option<String>,
-    pub(crate) model: String,
-    pub(crate) identity: String,
-    pub(crate) age_seconds: u64,
-    pub(crate) idle_seconds: u64,
-    pub(crate) client_to_upstream_bytes: u64,
-    pub(crate) upstream_to_client_bytes: u64,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Stats {
     pub(crate) uptime_seconds: u64,
@@ -55,9 +42,6 @@ pub(crate) struct Stats {
     pub(crate) upstream_connect_failures_by_reason: BTreeMap<&'static str, u64>,
     pub(crate) upstream_connect_latency: Latency,
     pub(crate) usage: UsageStats,
-    /// With `?sessions=true`: every live session, by id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) sessions: Option<Vec<SessionInfo>>,
 }
 
 /// Token usage for `/stats`: today's (UTC) totals overall, per model and for the top identities.

@@ -146,7 +146,10 @@ impl Cluster {
         let settings = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_secs(1))))
             .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(2)
+            // One attempt per call: a refused connection or a wrong password is reported at
+            // once, with its cause, not hidden behind retries that outlast `REDIS_TIMEOUT`; the
+            // next call connects again.
+            .set_number_of_retries(0)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_lazy_with_config(client, settings)
             .map_err(|e| format!("REDIS_URL: {:?}", e.kind()))?;

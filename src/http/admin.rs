@@ -10,8 +10,9 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
-    admission::msg::GetStats,
+    admission::msg::{Entry, GetStats},
     http::{json_error, not_found, origin, with_cors, AppState},
+    session::msg::SessionId,
 };
 
 /// `GET /health`: 200 with the live count, or 503 once a drain has begun.
@@ -71,7 +72,7 @@ pub(crate) async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpR
     let wants_sessions = query
         .get("sessions")
         .is_some_and(|v| v == "true" || v == "1");
-    let Ok(stats) = state
+    let Ok(snapshot) = state
         .registry
         .send(GetStats {
             sessions: wants_sessions,
@@ -84,8 +85,46 @@ pub(crate) async fn stats(req: HttpRequest, state: web::Data<AppState>) -> HttpR
             "The relay is shutting down.",
         );
     };
+    let mut body = serde_json::to_value(snapshot.stats).unwrap_or_default();
+    if let Some(entries) = snapshot.sessions {
+        body["sessions"] = serde_json::to_value(session_list(entries)).unwrap_or_default();
+    }
     // Admin data: never readable cross-origin, so no CORS headers.
-    HttpResponse::Ok().json(stats)
+    HttpResponse::Ok().json(body)
+}
+
+/// One session as `/stats?sessions=true` lists it.
+#[derive(serde::Serialize)]
+struct SessionInfo {
+    id: u64,
+    client: Option<String>,
+    model: String,
+    identity: String,
+    age_seconds: u64,
+    idle_seconds: u64,
+    client_to_upstream_bytes: u64,
+    upstream_to_client_bytes: u64,
+}
+
+/// The registry's snapshot of live sessions as `/stats?sessions=true` lists them, by id: built
+/// here, on an HTTP worker, so the registry spends only a reference count per session on it.
+fn session_list(entries: Vec<(SessionId, std::sync::Arc<Entry>)>) -> Vec<SessionInfo> {
+    let now = std::time::Instant::now();
+    let mut list: Vec<SessionInfo> = entries
+        .into_iter()
+        .map(|(id, e)| SessionInfo {
+            id,
+            client: e.client.map(|ip| ip.to_string()),
+            model: e.model.clone(),
+            identity: e.identity.clone(),
+            age_seconds: now.saturating_duration_since(e.opened_at).as_secs(),
+            idle_seconds: e.traffic.idle(e.opened_at, now).as_secs(),
+            client_to_upstream_bytes: e.traffic.client_to_upstream.bytes(),
+            upstream_to_client_bytes: e.traffic.upstream_to_client.bytes(),
+        })
+        .collect();
+    list.sort_by_key(|s| s.id);
+    list
 }
 
 /// `GET /metrics`: the Prometheus text format.

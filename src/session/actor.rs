@@ -30,9 +30,7 @@ use crate::{
         client::{read_client, FromClient},
         events::EVENTS_TARGET,
         liveness,
-        msg::{
-            BudgetSpent, End, SessionHandle, SessionId, Tick, UpstreamOpened,
-        },
+        msg::{BudgetSpent, End, SessionHandle, SessionId, Tick, UpstreamOpened},
         shared::Shared,
     },
     upstream::{

@@ -91,13 +91,20 @@ struct Records {
 
 /// What the fake saw, shared by all its connections; waits are woken on every change.
 pub struct Recorder {
+    /// Unique to this server (its process and start time): part of every object id it makes, so
+    /// responses of two fakes (two `--demo` relays sharing one Redis, say) never share an id.
+    pub(crate) run: String,
     records: Mutex<Records>,
     changed: Notify,
 }
 
 impl Recorder {
     pub(crate) fn new() -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Recorder {
+            run: format!("{:x}{:x}", std::process::id(), started & 0xffff_ffff_ffff),
             records: Mutex::new(Records::default()),
             changed: Notify::new(),
         }

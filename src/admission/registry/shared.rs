@@ -107,11 +107,16 @@ impl Registry {
                 }
                 Admission::Admitted => Ok(()),
                 Admission::Refused(rejected) => Err(rejected),
-                Admission::Unanswered => match mode {
-                    FailureMode::Closed => Err(Rejected::Unavailable),
-                    FailureMode::Open if act.draining => Err(Rejected::ShuttingDown),
-                    FailureMode::Open => act.check_limits(&entry, Instant::now()),
-                },
+                // Given up on, the admission may still run in Redis later (a Redis that was
+                // paused, say) and take the lease: give it back after it, on the same connection.
+                Admission::Unanswered => {
+                    actix::spawn(async move { cluster.release(lease).await });
+                    match mode {
+                        FailureMode::Closed => Err(Rejected::Unavailable),
+                        FailureMode::Open if act.draining => Err(Rejected::ShuttingDown),
+                        FailureMode::Open => act.check_limits(&entry, Instant::now()),
+                    }
+                }
             };
             match result {
                 Ok(()) => {
@@ -153,7 +158,10 @@ impl Registry {
     pub(super) fn share_usage(&mut self, report: PendingUsage, ctx: &mut Context<Self>) {
         if let Some(shared) = self.shared.as_mut() {
             shared.backlog.push(report);
-            self.flush_backlog(ctx);
+            // While Redis is down the tick retries, at most every `USAGE_SAVE_INTERVAL`.
+            if shared.cluster.is_up() {
+                self.flush_backlog(ctx);
+            }
         }
     }
 
@@ -196,7 +204,8 @@ impl Registry {
     }
 
     /// Every `USAGE_SAVE_INTERVAL`: sends waiting usage, and learns of budgets spent through other
-    /// instances (or, with no budget set, checks that a silent Redis is back).
+    /// instances (or, with no budget set, pings): so Redis going away or coming back is noticed
+    /// within this interval.
     pub(super) fn shared_tick(&mut self, ctx: &mut Context<Self>) {
         let Some(shared) = self.shared.as_ref() else {
             return;
@@ -215,7 +224,9 @@ impl Registry {
                     act.apply_totals(&t);
                 }
             }));
-        } else if !cluster.is_up() {
+        } else {
+            // Otherwise nothing may ask Redis for up to a lease refresh: notice it going away
+            // (and coming back) within this tick.
             actix::spawn(async move {
                 cluster.ping().await;
             });

@@ -322,7 +322,10 @@ impl Connection {
 
     fn object_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
-        format!("{prefix}_fake{}x{}", self.id, self.next_id)
+        format!(
+            "{prefix}_fake{}x{}x{}",
+            self.recorder.run, self.id, self.next_id
+        )
     }
 
     /// Sends `event` after giving it an `event_id` (kept second, after `type`, as OpenAI does).
