@@ -6,13 +6,18 @@
 # each; prints the medians. See BENCHMARKS.md.
 #
 # usage: bench/admission.sh [--sessions S] [--measure M] [--pollers P] [--concurrency C]
-#                           [--stats-query Q] [--rounds R] [--no-build] [--out DIR]
+#                           [--stats-query Q] [--poll-interval-ms I] [--rounds R] [--no-build]
+#                           [--out DIR]
 #   --sessions S     idle sessions held (default 5000; the relay holds 2 fds each, the bench 1)
 #   --measure M      admissions timed per phase (default 300)
 #   --pollers P      concurrent /stats pollers in the polled phase (default 4)
 #   --concurrency C  admissions in progress at once (default 1: one after another)
 #   --stats-query Q  the polled /stats query (default sessions=true; '' for plain /stats)
+#   --poll-interval-ms I  each poller fetches /stats and /metrics every I ms (default 0: back to
+#                    back, as fast as the relay answers)
 #   --rounds R       rounds (default 3)
+#   --redis          start redis-server on a free port and give the relay REDIS_URL (shared
+#                    admission: one Redis round trip per session)
 #   --no-build       use target/release as it is
 #   --out DIR        keep the JSON results there (default: a temp dir, printed)
 # Everything listens on and talks to 127.0.0.1 only; every run is bounded in time; every process
@@ -21,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . bench/lib.sh
 
-SESSIONS=5000 MEASURE=300 POLLERS=4 CONCURRENCY=1 STATS_QUERY=sessions=true ROUNDS=3 BUILD=1 OUT=
+SESSIONS=5000 MEASURE=300 POLLERS=4 CONCURRENCY=1 STATS_QUERY=sessions=true POLL_INTERVAL=0 REDIS=0 ROUNDS=3 BUILD=1 OUT=
 while [ $# -gt 0 ]; do
     case "$1" in
     --sessions) SESSIONS=$2; shift ;;
@@ -29,10 +34,12 @@ while [ $# -gt 0 ]; do
     --pollers) POLLERS=$2; shift ;;
     --concurrency) CONCURRENCY=$2; shift ;;
     --stats-query) STATS_QUERY=$2; shift ;;
+    --poll-interval-ms) POLL_INTERVAL=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
+    --redis) REDIS=1 ;;
     --no-build) BUILD=0 ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
@@ -58,9 +65,9 @@ WORK=$(mktemp -d /tmp/relay-admission.XXXXXX)
 RESULTS=${OUT:-$WORK/results}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
-FAKE_PID= RELAY_PID=
+FAKE_PID= RELAY_PID= REDIS_PID=
 cleanup() {
-    for pid in $RELAY_PID $FAKE_PID; do
+    for pid in $RELAY_PID $FAKE_PID $REDIS_PID; do
         kill "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
@@ -75,21 +82,32 @@ trap 'exit 130' INT TERM
     echo "kernel: $(uname -sr)"
     echo "relay commit: ${RELAY_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes under src/)')}"
     echo "fd limit: $(ulimit -n)"
-    echo "sessions: $SESSIONS, measure: $MEASURE, pollers: $POLLERS, concurrency: $CONCURRENCY, stats query: '$STATS_QUERY', rounds: $ROUNDS"
+    echo "sessions: $SESSIONS, measure: $MEASURE, pollers: $POLLERS, concurrency: $CONCURRENCY, stats query: '$STATS_QUERY', poll interval: ${POLL_INTERVAL} ms, rounds: $ROUNDS"
 } | tee "$RESULTS/machine.txt"
 
 # The fake upstream is a process of its own: the relay's 2 fds per session and the fake's 1 each
 # stay under the limit separately.
 start_fake "$BENCH" "$WORK/fake.out" --mode echo
 echo "fake upstream (echo): $FAKE_URL pid $FAKE_PID"
+RELAY_ENV=()
+if [ "$REDIS" = 1 ]; then
+    command -v redis-server >/dev/null 2>&1 || die "--redis needs redis-server (apt-get install redis-server)"
+    REDIS_PORT=$("$BENCH" free-port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    wait_for_line "$WORK/redis.log" 'Ready to accept connections' 20 || die "redis-server did not start"
+    RELAY_ENV=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+    echo "redis: 127.0.0.1:$REDIS_PORT pid $REDIS_PID (REDIS_URL for every relay)"
+fi
 
 for ((r = 1; r <= ROUNDS; r++)); do
-    start_relay "$RELAY" "$WORK/relay-$r.log" "$FAKE_URL" MAX_CONNECTIONS=$((SESSIONS + CONCURRENCY + 100))
+    start_relay "$RELAY" "$WORK/relay-$r.log" "$FAKE_URL" MAX_CONNECTIONS=$((SESSIONS + CONCURRENCY + 100)) "${RELAY_ENV[@]}"
     echo "== round $r: relay pid $RELAY_PID on port $RELAY_PORT; $(uptime | sed 's/.*load/load/')"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$RESULTS/r$r-load.txt"
     if ! timeout 1200 "$BENCH" admission --url "ws://127.0.0.1:$RELAY_PORT/v1/realtime?model=gpt-realtime" \
         --sessions "$SESSIONS" --measure "$MEASURE" --pollers "$POLLERS" \
-        --concurrency "$CONCURRENCY" --stats-query "$STATS_QUERY" --pids "$RELAY_PID" \
+        --concurrency "$CONCURRENCY" --stats-query "$STATS_QUERY" --poll-interval-ms "$POLL_INTERVAL" --pids "$RELAY_PID" \
         --json >"$RESULTS/r$r.json" 2>"$RESULTS/r$r.txt"; then
         echo "  round $r FAILED:"
         sed 's/^/    /' "$RESULTS/r$r.txt"

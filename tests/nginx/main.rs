@@ -2,10 +2,12 @@
 //! relay instances substituted on its `# test:` lines; `server` runs it): `wss://` through TLS
 //! termination, the `realtime` subprotocol and the client's own address (`proxying`), heartbeats
 //! against Nginx's read timeout (`heartbeats`), a drained instance while the other keeps serving
-//! (`drain`), and the pair `config/self-signed-cert.sh` makes for a first try (`certificate`).
+//! (`drain`), two instances sharing one budget through the real Redis (`shared_budget`), and the
+//! pair `config/self-signed-cert.sh` makes for a first try (`certificate`).
 //!
-//! Needs `nginx` (Debian's package) and `openssl`: without them each test says it is skipped,
-//! unless `RELAY_TESTS_REQUIRE` lists them; `bash tests/run.sh` installs them.
+//! Needs `nginx` (Debian's package) and `openssl`, and `redis-server` for `shared_budget`: without
+//! them each test says it is skipped, unless `RELAY_TESTS_REQUIRE` lists them; `bash tests/run.sh`
+//! installs them.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -14,4 +16,5 @@ mod certificate;
 mod drain;
 mod heartbeats;
 mod proxying;
+mod shared_budget;
 mod server;

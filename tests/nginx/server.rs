@@ -26,7 +26,7 @@ pub(crate) const CLIENT_IP: &str = "127.0.0.2";
 /// A running Nginx, stopped on drop (also when the test panics).
 pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: TempDir,
     cert_der: CertificateDer<'static>,
 }
@@ -56,7 +56,7 @@ impl Drop for Nginx {
 
 impl Nginx {
     /// `wss://localhost:PORT{path}`
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("wss://localhost:{}{path}", self.port)
     }
 
@@ -202,7 +202,7 @@ pub(crate) async fn serve(
 
 /// An awc client that trusts only `nginx`'s certificate, speaks HTTP/1.1 (ALPN) and connects
 /// from 127.0.0.2.
-fn tls_client(nginx: &Nginx) -> awc::Client {
+pub(crate) fn tls_client(nginx: &Nginx) -> awc::Client {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(nginx.cert_der.clone())

@@ -51,7 +51,7 @@ const USAGE: &str = "usage:
   relay-bench slow --url URL --sessions S --hold SECS [--json] [--threads T] [--pids PID,..]
   relay-bench admission --url URL [--sessions 5000] [--measure 300] [--concurrency 1]
                    [--pollers 4] [--warmup 20] [--phase-timeout 120] [--admin-url URL]
-                   [--stats-query sessions=true] [--json] [--threads T]
+                   [--stats-query sessions=true] [--poll-interval-ms 0] [--json] [--threads T]
                    [--connect-concurrency N] [--pids PID]
   relay-bench free-port          prints a free TCP port on 127.0.0.1 (for scripts)
 
@@ -63,8 +63,8 @@ admission: holds S idle sessions (each waits for session.created), then opens M 
 --concurrency at a time, each closed right after, timing connect -> 101 and connect ->
 session.created: first quiet, then while --pollers clients fetch /stats?sessions=true and
 /metrics in a loop from --admin-url (default: http:// and the host and port of --url);
---stats-query '' polls plain /stats. Each phase stops starting admissions after --phase-timeout
-seconds. --pids adds the relay's CPU time per phase.";
+--stats-query '' polls plain /stats; --poll-interval-ms paces each poller (0: back to back).
+Each phase stops starting admissions after --phase-timeout seconds. --pids adds the relay's CPU time per phase.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -84,14 +84,20 @@ pub(crate) struct Pollers {
 }
 
 impl Pollers {
-    /// Starts `count` pollers fetching `urls.0` (`/stats`) and `urls.1` (`/metrics`).
-    pub(crate) fn start(urls: (String, String), count: usize) -> Result<Pollers, Failure> {
+    /// Starts `count` pollers fetching `urls.0` (`/stats`) and `urls.1` (`/metrics`), each pair
+    /// every `interval` (zero: back to back).
+    pub(crate) fn start(
+        urls: (String, String),
+        count: usize,
+        interval: Duration,
+    ) -> Result<Pollers, Failure> {
         let (stop, stopped) = watch::channel(false);
         let (first_tx, first) = mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
             .name("bench-pollers".into())
             .spawn(move || {
-                actix_web::rt::System::new().block_on(poll_all(urls, count, stopped, first_tx))
+                actix_web::rt::System::new()
+                    .block_on(poll_all(urls, count, interval, stopped, first_tx))
             })
             .map_err(|e| Failure::Run(format!("cannot start the poller thread: {e}")))?;
         Ok(Pollers {
@@ -113,6 +119,7 @@ impl Pollers {
 async fn poll_all(
     (stats_url, metrics_url): (String, String),
     count: usize,
+    interval: Duration,
     stop: watch::Receiver<bool>,
     first: mpsc::SyncSender<()>,
 ) -> PollReport {
@@ -130,6 +137,7 @@ async fn poll_all(
             &client,
             &stats_url,
             &metrics_url,
+            interval,
             stop.clone(),
             first.clone(),
         )
@@ -149,12 +157,21 @@ async fn poll_loop(
     client: &awc::Client,
     stats_url: &str,
     metrics_url: &str,
+    interval: Duration,
     mut stop: watch::Receiver<bool>,
     first: mpsc::SyncSender<()>,
 ) -> PollReport {
     let mut report = PollReport::default();
     let mut answers = 0u64;
+    let mut next = tokio::time::Instant::now();
     loop {
+        if !interval.is_zero() {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            next += interval;
+        }
         let stats = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             got = fetch(client, stats_url) => got,

@@ -50,6 +50,7 @@ pub(crate) fn admission(rest: &[String]) -> Result<(), Failure> {
             "threads",
             "connect-concurrency",
             "stats-query",
+            "poll-interval-ms",
             "pids",
         ],
         &["json"],
@@ -90,6 +91,7 @@ pub(crate) fn admission(rest: &[String]) -> Result<(), Failure> {
         measure,
         concurrency: args.num("concurrency")?.unwrap_or(1).clamp(1, measure),
         pollers: args.num("pollers")?.unwrap_or(4).clamp(1, 64),
+        poll_interval: Duration::from_millis(args.num("poll-interval-ms")?.unwrap_or(0)),
         warmup: args.num("warmup")?.unwrap_or(20),
         phase_timeout: Duration::from_secs_f64(phase_timeout),
         threads,
@@ -163,7 +165,7 @@ fn run(cfg: &AdmissionCfg) -> Result<Outcome, Failure> {
         format!("{}/metrics", cfg.admin),
     );
     let cpu = Cpu::start(&cfg.pids);
-    let pollers = Pollers::start(urls, cfg.pollers)?;
+    let pollers = Pollers::start(urls, cfg.pollers, cfg.poll_interval)?;
     let polls_late = pollers.first.recv_timeout(FIRST_POLL_TIMEOUT).is_err();
     let mut polled = rt.block_on(phase(cfg, cfg.measure));
     let polls = pollers.stop()?;

@@ -25,6 +25,8 @@ pub(crate) struct AdmissionCfg {
     pub(crate) measure: usize,
     pub(crate) concurrency: usize,
     pub(crate) pollers: usize,
+    /// Each poller's pace: one `/stats` and one `/metrics` this often (zero: back to back).
+    pub(crate) poll_interval: Duration,
     pub(crate) warmup: usize,
     pub(crate) phase_timeout: Duration,
     pub(crate) threads: usize,
