@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The relay with and without REDIS_URL, side by side in one run (issue 11): the steady-state
+# figures (CPU per paced message, round trip, flat-out messages/s, memory per idle session) must
+# not move with Redis on, since Redis sees admissions, session ends, lease refreshes and usage,
+# never a frame. The two alternate within every round; each gets a fresh process per round.
+#
+# usage: bench/redis.sh [--rounds N] [--no-build] [--out DIR]
+# Needs redis-server (Debian's package). Everything listens on and talks to 127.0.0.1 only; every
+# phase is bounded in time; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. bench/lib.sh
+
+ROUNDS=3 BUILD=1 OUT=
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) ROUNDS=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    --out) OUT=$2; shift ;;
+    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+    esac
+    shift
+done
+command -v redis-server >/dev/null 2>&1 || die "redis-server not found: apt-get install -y redis-server"
+command -v python3 >/dev/null 2>&1 || die "python3 is needed for the medians"
+HARD=$(ulimit -Hn)
+[ "$HARD" = unlimited ] && HARD=1048576
+ulimit -n "$HARD"
+
+if [ "$BUILD" = 1 ]; then
+    cargo build --release --locked -p openai-realtime-relay -p relay-bench
+fi
+RELAY=$PWD/target/release/openai-realtime-relay
+BENCH=$PWD/target/release/relay-bench
+[ -x "$RELAY" ] && [ -x "$BENCH" ] || die "release binaries missing (drop --no-build)"
+
+WORK=$(mktemp -d /tmp/relay-redis-bench.XXXXXX)
+RESULTS=${OUT:-$WORK/results}
+mkdir -p "$RESULTS"
+FAKE_PID= RELAY_PID= REDIS_PID=
+cleanup() {
+    for pid in $RELAY_PID $FAKE_PID $REDIS_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    [ -n "$OUT" ] || echo "results kept in $RESULTS"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), nproc $(nproc), commit ${RELAY_COMMIT:-$(git rev-parse --short HEAD)}, load $(cut -d' ' -f1-3 /proc/loadavg)" |
+    tee "$RESULTS/machine.txt"
+start_fake "$BENCH" "$WORK/fake.out" --mode echo
+REDIS_PORT=$("$BENCH" free-port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+    >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+wait_for_line "$WORK/redis.log" 'Ready to accept connections' 20 || die "redis-server did not start"
+
+# run NAME ARGS..: relay-bench ARGS against the current relay, JSON to $RESULTS/NAME.json.
+run() {
+    local name=$1
+    shift
+    timeout 300 "$BENCH" "$@" --url "ws://127.0.0.1:$RELAY_PORT/v1/realtime?model=gpt-realtime" \
+        --pids "$RELAY_PID" --json >"$RESULTS/$name.json" 2>"$RESULTS/$name.txt" ||
+        { echo "  $name FAILED"; sed 's/^/    /' "$RESULTS/$name.txt"; }
+}
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    order=(plain redis)
+    [ $((r % 2)) = 0 ] && order=(redis plain)
+    for who in "${order[@]}"; do
+        extra=()
+        [ "$who" = redis ] && extra=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+        start_relay "$RELAY" "$WORK/relay-$r-$who.log" "$FAKE_URL" MAX_CONNECTIONS=20000 "${extra[@]}"
+        echo "== round $r: $who (relay pid $RELAY_PID; load $(cut -d' ' -f1-3 /proc/loadavg))"
+        run "r$r-$who-warmup" load --sessions 20 --rate 10 --bytes 6400 --duration 1
+        run "r$r-$who-idle" idle --sessions 1000 --hold 3
+        run "r$r-$who-paced" load --sessions 50 --rate 20 --bytes 6400 --duration 8
+        run "r$r-$who-flat300" load --sessions 50 --window 16 --bytes 300 --duration 5
+        kill -TERM "$RELAY_PID" 2>/dev/null || true
+        wait "$RELAY_PID" 2>/dev/null || true
+        RELAY_PID=
+    done
+done
+
+python3 - "$RESULTS" "$ROUNDS" <<'PY' | tee "$RESULTS/summary.txt"
+import json, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
+def get(name, *path):
+    try:
+        v = json.load(open(f"{d}/{name}.json"))
+        for p in path:
+            v = v[p]
+        return v
+    except Exception:
+        return None
+rows = [
+    ("CPU s per 100k paced messages", "paced", ("proxy", "cpu_s_per_100k")),
+    ("paced round trip p50 ms", "paced", ("rtt_ms", "p50")),
+    ("paced round trip p99 ms", "paced", ("rtt_ms", "p99")),
+    ("flat-out 300 B msg/s", "flat300", ("messages_per_sec",)),
+    ("idle KiB per session", "idle", ("proxy", "rss_per_session_kb")),
+]
+print(f"medians of {rounds} rounds (per-round values), relay without and with REDIS_URL")
+print(f"| figure | without | with | with / without |\n|---|---:|---:|---:|")
+for label, phase, path in rows:
+    vals = {w: [get(f"r{r}-{w}-{phase}", *path) for r in range(1, rounds + 1)] for w in ("plain", "redis")}
+    med = {w: statistics.median([v for v in vals[w] if v is not None]) if any(v is not None for v in vals[w]) else None for w in vals}
+    ratio = (med["redis"] / med["plain"]) if med["plain"] and med["redis"] is not None else None
+    fmt = lambda v: "—" if v is None else f"{v:.3g}"
+    print(f"| {label} | {fmt(med['plain'])} ({', '.join(fmt(v) for v in vals['plain'])}) | {fmt(med['redis'])} ({', '.join(fmt(v) for v in vals['redis'])}) | {fmt(ratio)}× |")
+PY
