@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite, as README and .ci/run invoke it: `bash tests/run.sh [cargo test args...]`.
 #
-# The test targets tests/nginx/ and tests/prometheus/ run the real Nginx (and openssl),
-# Prometheus, promtool and Alertmanager; tests/relay/, the rest of the suite, needs none of them.
+# The test targets tests/nginx/, tests/prometheus/ and tests/redis/ run the real Nginx (and
+# openssl), Prometheus, promtool and Alertmanager, and redis-server; tests/relay/, the rest of the
+# suite, needs none of them.
 # Under plain `cargo test` a test whose program is missing says on stderr that it is skipped, and
 # passes. This script leaves nothing skipped unsaid:
 #
@@ -29,7 +30,7 @@ export RELAY_TOOLS_PATH="$tools_path"
 dry_run="${RELAY_RUN_SH_DRY_RUN:-}"
 
 # Every program a test runs; tests/relay/deploy/run_sh.rs checks that the tests ask for no other.
-tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool)
+tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool redis-server)
 
 package_of() {
     case "$1" in
@@ -37,12 +38,14 @@ package_of() {
     openssl) echo openssl ;;
     promtool | prometheus) echo prometheus ;;
     prometheus-alertmanager | amtool) echo prometheus-alertmanager ;;
+    redis-server) echo redis-server ;;
     esac
 }
 
 tests_of() {
     case "$1" in
     nginx | openssl) echo tests/nginx/ ;;
+    redis-server) echo tests/redis/ ;;
     *) echo tests/prometheus/ ;;
     esac
 }
@@ -116,7 +119,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     {
         echo
         echo "tests/run.sh: these tests could not run, their programs are not installed:"
-        for file in tests/nginx/ tests/prometheus/; do
+        for file in tests/nginx/ tests/prometheus/ tests/redis/; do
             needs=()
             for tool in "${missing[@]}"; do
                 if [ "$(tests_of "$tool")" = "$file" ]; then

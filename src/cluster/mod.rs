@@ -211,14 +211,17 @@ impl Cluster {
         result
     }
 
-    /// One PING: how a down Redis is noticed coming back when nothing else calls it.
+    /// A PING: how a down Redis is noticed coming back when nothing else calls it. The first
+    /// call after Redis returns can only report the connection attempt that failed while it was
+    /// away (and starts a new one), so a failed PING is sent once more.
     pub(crate) async fn ping(&self) -> bool {
         let mut conn = self.conn.clone();
         self.run(Op::Ping, async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(Unanswered::from)
+            let first = redis::cmd("PING").query_async::<String>(&mut conn).await;
+            match first {
+                Ok(pong) => Ok(pong),
+                Err(_) => Ok(redis::cmd("PING").query_async::<String>(&mut conn).await?),
+            }
         })
         .await
         .is_ok()

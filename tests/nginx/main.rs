@@ -16,5 +16,5 @@ mod certificate;
 mod drain;
 mod heartbeats;
 mod proxying;
-mod shared_budget;
 mod server;
+mod shared_budget;

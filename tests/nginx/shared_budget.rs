@@ -30,7 +30,13 @@ async fn two_relays_behind_nginx_share_one_budget() {
     ];
     let a = start_relay(config(&fake.url(), &extra)).await;
     let b = start_relay(config(&fake.url(), &extra)).await;
-    let nginx = start_nginx(&bin, "shared-budget", &[a.local_addr(), b.local_addr()], "120s").await;
+    let nginx = start_nginx(
+        &bin,
+        "shared-budget",
+        &[a.local_addr(), b.local_addr()],
+        "120s",
+    )
+    .await;
 
     // least_conn with a shared zone: one session on each instance.
     let (_, mut first) = connect_tls(&nginx, &[]).await;
@@ -48,7 +54,10 @@ async fn two_relays_behind_nginx_share_one_budget() {
     }
     // The session that spent it ends on its own instance at once ...
     let (error, _) = expect_close(&mut first).await;
-    assert_eq!(error.expect("an error event")["error"]["code"], "budget_exceeded");
+    assert_eq!(
+        error.expect("an error event")["error"]["code"],
+        "budget_exceeded"
+    );
     // ... and the one on the other instance when that instance reads the shared totals.
     let error = expect_failure(&mut second, "budget_exceeded", 1008).await;
     assert_message_contains(&error, "per-client");
