@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# The relay with and without REDIS_URL, side by side in one run (issue 11): the steady-state
-# figures (CPU per paced message, round trip, flat-out messages/s, memory per idle session) must
-# not move with Redis on, since Redis sees admissions, session ends, lease refreshes and usage,
-# never a frame. The two alternate within every round; each gets a fresh process per round.
+# The relay with and without a feature, side by side in one run: the steady-state figures (CPU
+# per paced message, round trip, flat-out messages/s, memory per idle session) must not move
+# with it on. By default the feature is REDIS_URL (issue 11: Redis sees admissions, session ends,
+# lease refreshes and usage, never a frame); --policy instead gives the second relay a session
+# policy that locks fields (issue 12: every client event is checked against it). The two
+# alternate within every round; each gets a fresh process per round.
 #
-# usage: bench/redis.sh [--rounds N] [--no-build] [--out DIR]
-# Needs redis-server (Debian's package). Everything listens on and talks to 127.0.0.1 only; every
-# phase is bounded in time; every process started here is stopped on exit.
+# usage: bench/redis.sh [--policy] [--rounds N] [--no-build] [--out DIR]
+# Needs redis-server (Debian's package) without --policy. Everything listens on and talks to
+# 127.0.0.1 only; every phase is bounded in time; every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . bench/lib.sh
 
-ROUNDS=3 BUILD=1 OUT=
+ROUNDS=3 BUILD=1 OUT= FEATURE=redis
 while [ $# -gt 0 ]; do
     case "$1" in
+    --policy) FEATURE=policy ;;
     --rounds) ROUNDS=$2; shift ;;
     --no-build) BUILD=0 ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
 done
-command -v redis-server >/dev/null 2>&1 || die "redis-server not found: apt-get install -y redis-server"
+[ "$FEATURE" = policy ] || command -v redis-server >/dev/null 2>&1 ||
+    die "redis-server not found: apt-get install -y redis-server"
 command -v python3 >/dev/null 2>&1 || die "python3 is needed for the medians"
 HARD=$(ulimit -Hn)
 [ "$HARD" = unlimited ] && HARD=1048576
@@ -52,11 +56,24 @@ trap 'exit 130' INT TERM
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), nproc $(nproc), commit ${RELAY_COMMIT:-$(git rev-parse --short HEAD)}, load $(cut -d' ' -f1-3 /proc/loadavg)" |
     tee "$RESULTS/machine.txt"
 start_fake "$BENCH" "$WORK/fake.out" --mode echo
-REDIS_PORT=$("$BENCH" free-port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-    >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!
-wait_for_line "$WORK/redis.log" 'Ready to accept connections' 20 || die "redis-server did not start"
+if [ "$FEATURE" = redis ]; then
+    REDIS_PORT=$("$BENCH" free-port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+        >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    wait_for_line "$WORK/redis.log" 'Ready to accept connections' 20 || die "redis-server did not start"
+    WITH=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+else
+    # Locks and a ceiling, no pinned session: the echo upstream must only echo the client.
+    cat >"$WORK/policy.toml" <<'TOML'
+[policies.default]
+locked = ["instructions", "tools", "tool_choice", "audio.output.voice", "model"]
+on_violation = "strip"
+max_output_tokens = 1024
+TOML
+    WITH=(SESSION_POLICY_FILE="$WORK/policy.toml")
+fi
+echo "the second relay runs with: ${WITH[*]}" | tee -a "$RESULTS/machine.txt"
 
 # run NAME ARGS..: relay-bench ARGS against the current relay, JSON to $RESULTS/NAME.json.
 run() {
@@ -68,11 +85,11 @@ run() {
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-    order=(plain redis)
-    [ $((r % 2)) = 0 ] && order=(redis plain)
+    order=(plain with)
+    [ $((r % 2)) = 0 ] && order=(with plain)
     for who in "${order[@]}"; do
         extra=()
-        [ "$who" = redis ] && extra=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+        [ "$who" = with ] && extra=("${WITH[@]}")
         start_relay "$RELAY" "$WORK/relay-$r-$who.log" "$FAKE_URL" MAX_CONNECTIONS=20000 "${extra[@]}"
         echo "== round $r: $who (relay pid $RELAY_PID; load $(cut -d' ' -f1-3 /proc/loadavg))"
         run "r$r-$who-warmup" load --sessions 20 --rate 10 --bytes 6400 --duration 1
@@ -85,9 +102,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-python3 - "$RESULTS" "$ROUNDS" <<'PY' | tee "$RESULTS/summary.txt"
+python3 - "$RESULTS" "$ROUNDS" "$FEATURE" <<'PY' | tee "$RESULTS/summary.txt"
 import json, statistics, sys
-d, rounds = sys.argv[1], int(sys.argv[2])
+d, rounds, feature = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def get(name, *path):
     try:
         v = json.load(open(f"{d}/{name}.json"))
@@ -103,12 +120,12 @@ rows = [
     ("flat-out 300 B msg/s", "flat300", ("messages_per_sec",)),
     ("idle KiB per session", "idle", ("proxy", "rss_per_session_kb")),
 ]
-print(f"medians of {rounds} rounds (per-round values), relay without and with REDIS_URL")
+print(f"medians of {rounds} rounds (per-round values), relay without and with {feature}")
 print(f"| figure | without | with | with / without |\n|---|---:|---:|---:|")
 for label, phase, path in rows:
-    vals = {w: [get(f"r{r}-{w}-{phase}", *path) for r in range(1, rounds + 1)] for w in ("plain", "redis")}
+    vals = {w: [get(f"r{r}-{w}-{phase}", *path) for r in range(1, rounds + 1)] for w in ("plain", "with")}
     med = {w: statistics.median([v for v in vals[w] if v is not None]) if any(v is not None for v in vals[w]) else None for w in vals}
-    ratio = (med["redis"] / med["plain"]) if med["plain"] and med["redis"] is not None else None
+    ratio = (med["with"] / med["plain"]) if med["plain"] and med["with"] is not None else None
     fmt = lambda v: "—" if v is None else f"{v:.3g}"
-    print(f"| {label} | {fmt(med['plain'])} ({', '.join(fmt(v) for v in vals['plain'])}) | {fmt(med['redis'])} ({', '.join(fmt(v) for v in vals['redis'])}) | {fmt(ratio)}× |")
+    print(f"| {label} | {fmt(med['plain'])} ({', '.join(fmt(v) for v in vals['plain'])}) | {fmt(med['with'])} ({', '.join(fmt(v) for v in vals['with'])}) | {fmt(ratio)}× |")
 PY

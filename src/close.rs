@@ -63,12 +63,14 @@ pub(crate) enum SessionEnd {
     RateLimited { per_minute: u32 },
     /// The model is not in `ALLOWED_MODELS` (or the credential's `models` claim).
     ModelNotAllowed { model: String },
-    /// A daily token budget is spent.
+    /// A daily budget (tokens or dollars) is spent.
     BudgetExceeded { budget: Budget },
     /// The session reached `MAX_SESSION_DURATION`.
     SessionMaxDuration,
     /// The shared state (Redis) did not answer and `REDIS_FAILURE_MODE=closed`.
     ServiceUnavailable,
+    /// The client set a field its session policy locks, with `on_violation = "close"`.
+    PolicyViolation { message: String },
 }
 
 /// Close codes that must never be put on the wire (RFC 6455 7.4.1).
@@ -112,6 +114,7 @@ impl SessionEnd {
             BudgetExceeded { .. } => "budget_exceeded",
             SessionMaxDuration => "session_max_duration",
             ServiceUnavailable => "service_unavailable",
+            PolicyViolation { .. } => "policy_violation",
         }
     }
 
@@ -128,7 +131,7 @@ impl SessionEnd {
     ];
 
     /// Every label, for pre-registering metric series.
-    pub(crate) const LABELS: [&'static str; 29] = [
+    pub(crate) const LABELS: [&'static str; 30] = [
         "client_closed",
         "client_gone",
         "client_protocol_error",
@@ -158,6 +161,7 @@ impl SessionEnd {
         "budget_exceeded",
         "session_max_duration",
         "service_unavailable",
+        "policy_violation",
     ];
 
     /// The close code the client receives; `None` when it is gone and gets no close frame.
@@ -194,7 +198,8 @@ impl SessionEnd {
             | TooManyConnections { .. }
             | RateLimited { .. }
             | ModelNotAllowed { .. }
-            | BudgetExceeded { .. } => 1008,
+            | BudgetExceeded { .. }
+            | PolicyViolation { .. } => 1008,
             SessionMaxDuration => 1000,
         })
     }
@@ -299,13 +304,14 @@ impl SessionEnd {
                 format!("The model {model:?} is not allowed on this relay.")
             }
             BudgetExceeded { budget } => format!(
-                "The {} daily token budget is spent; it resets at 00:00 UTC.",
+                "The {} budget is spent; it resets at 00:00 UTC.",
                 budget_words(*budget)
             ),
             SessionMaxDuration => "The session reached the relay's MAX_SESSION_DURATION.".into(),
             ServiceUnavailable => "The relay cannot reach its shared state (Redis) to check this \
                                    client's limits and budgets; try again shortly."
                 .into(),
+            PolicyViolation { message } => message.clone(),
         }
     }
 
@@ -350,8 +356,10 @@ impl fmt::Display for SessionEnd {
 /// How a budget is named in messages and logs.
 pub(crate) fn budget_words(budget: Budget) -> &'static str {
     match budget {
-        Budget::Global => "relay-wide",
-        Budget::Client => "per-client",
+        Budget::Global => "relay-wide daily token",
+        Budget::Client => "per-client daily token",
+        Budget::GlobalUsd => "relay-wide daily USD",
+        Budget::ClientUsd => "per-client daily USD",
     }
 }
 

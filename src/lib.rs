@@ -34,9 +34,9 @@
 //! - `upstream/`: TLS, the per-worker dialer and warm pool, the socket after its handshake, the
 //!   `Upstream` actor and its two pumps.
 //! - `protection/`: who a client is (tokens, JWTs, its address behind `TRUSTED_PROXIES`), the
-//!   throttle on failed authentication, the model allow-list on every path, the safety
-//!   identifier, and what the upstream says it used (`response.done`, the daily ledger, its state
-//!   file).
+//!   throttle on failed authentication, the model allow-list on every path, the session policy
+//!   (`policy/`), the safety identifier, what the upstream says it used (`response.done`, the
+//!   daily ledger, its state file) and what that costs (`pricing.rs`, the price table).
 //! - `ops/`: metrics, log formats, repeated warnings collapsed.
 //!
 //! No two files import each other: actors reach each other through `Recipient`s of the messages

@@ -33,6 +33,8 @@ use crate::{
     protection::{
         identity::{Authenticator, Tokens},
         models::AllowedModels,
+        policy::PolicyBook,
+        pricing::{self, Pricing},
         safety::Safety,
         usage::StateLock,
     },
@@ -155,6 +157,7 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
         per_worker: per_worker(config.pool.size, config.workers),
         pool_max_idle: config.pool.max_idle,
         failures: Arc::new(Throttle::new(throttle::WINDOW)),
+        pricing: pricing(&config)?,
     };
     let listeners = Listeners {
         public: listener,
@@ -196,11 +199,24 @@ fn http_server(
     let allowed_models =
         web::Data::new(AllowedModels::new(config.protection.allowed_models.clone()));
     let refusals = web::Data::new(RefusalLog::default());
+    let policies = web::Data::new(match &config.session_policies {
+        Some(p) => {
+            let names: Vec<&str> = p.policies.names().collect();
+            log::info!(
+                "session policies from {}: {}",
+                p.path.display(),
+                names.join(", ")
+            );
+            PolicyBook::new(p.policies.clone(), state.metrics.policy_actions.clone())
+        }
+        None => PolicyBook::default(),
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(allowed_models.clone())
             .app_data(refusals.clone())
+            .app_data(policies.clone())
             .app_data(Dialer::new(
                 &dialing,
                 Reports {
@@ -267,6 +283,17 @@ fn shared_state(config: &Config, metrics: &Arc<Metrics>) -> io::Result<Option<Cl
     Ok(Some(cluster))
 }
 
+/// The price table usage is charged at: `PRICING_FILE`, or the built-in one.
+fn pricing(config: &Config) -> io::Result<Arc<Pricing>> {
+    let (table, from) = match &config.cost.pricing_file {
+        Some(path) => (Pricing::load(path), path.display().to_string()),
+        None => (Pricing::parse(pricing::SHIPPED), "built in".into()),
+    };
+    let table = table.map_err(io::Error::other)?;
+    log::info!("pricing ({from}): {}", table.describe());
+    Ok(Arc::new(table))
+}
+
 fn start_admission(
     config: &Config,
     metrics: Arc<Metrics>,
@@ -281,6 +308,8 @@ fn start_admission(
             allowed_models: p.allowed_models.clone(),
             daily_budget: p.daily_token_budget,
             client_budget: p.client_daily_token_budget,
+            daily_usd_budget: config.cost.daily_usd_budget,
+            client_usd_budget: config.cost.client_daily_usd_budget,
         })
         .with_usage_file(p.usage_state_file.clone(), usage_lock)?;
     let registry = match cluster {

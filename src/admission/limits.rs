@@ -3,6 +3,8 @@
 
 use std::{collections::HashMap, time::Instant};
 
+use crate::protection::usage::Budgets;
+
 /// Admission limits beyond `MAX_CONNECTIONS` (all off by default).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Limits {
@@ -14,6 +16,31 @@ pub(crate) struct Limits {
     pub(crate) allowed_models: Vec<String>,
     pub(crate) daily_budget: Option<u64>,
     pub(crate) client_budget: Option<u64>,
+    /// `DAILY_USD_BUDGET`, in billionths of a dollar.
+    pub(crate) daily_usd_budget: Option<u64>,
+    /// `CLIENT_DAILY_USD_BUDGET`, in billionths of a dollar.
+    pub(crate) client_usd_budget: Option<u64>,
+}
+
+impl Limits {
+    /// The budgets a client is held to; `own_usd`, its own daily budget in dollars (tokens
+    /// file, JWT `budget_usd`), replaces `CLIENT_DAILY_USD_BUDGET` for it.
+    pub(crate) fn budgets(&self, own_usd: Option<u64>) -> Budgets {
+        Budgets {
+            global_tokens: self.daily_budget,
+            client_tokens: self.client_budget,
+            global_nano_usd: self.daily_usd_budget,
+            client_nano_usd: own_usd.or(self.client_usd_budget),
+        }
+    }
+
+    /// Whether any daily budget applies (the client's own ones aside).
+    pub(crate) fn any_budget(&self) -> bool {
+        self.daily_budget.is_some()
+            || self.client_budget.is_some()
+            || self.daily_usd_budget.is_some()
+            || self.client_usd_budget.is_some()
+    }
 }
 
 /// A token bucket of `rate_per_minute` new sessions, refilled continuously.

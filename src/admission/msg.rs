@@ -29,7 +29,7 @@ pub(crate) enum Rejected {
     RateLimited { per_minute: u32 },
     #[error("model {model} not allowed")]
     ModelNotAllowed { model: String },
-    #[error("{} daily token budget spent", crate::close::budget_words(*.budget))]
+    #[error("{} budget spent", crate::close::budget_words(*.budget))]
     BudgetExceeded { budget: Budget },
     #[error("the shared state (Redis) did not answer")]
     Unavailable,
@@ -62,6 +62,9 @@ pub(crate) struct Entry {
     pub(crate) identity: String,
     /// Models the client's credential allows (JWT `models` claim), on top of `ALLOWED_MODELS`.
     pub(crate) credential_models: Option<Vec<String>>,
+    /// The client's own daily budget in billionths of a dollar (tokens file, JWT `budget_usd`),
+    /// in place of `CLIENT_DAILY_USD_BUDGET`.
+    pub(crate) usd_budget: Option<u64>,
     pub(crate) opened_at: Instant,
     /// The client's address (after `TRUSTED_PROXIES`), for `/stats?sessions=true`.
     pub(crate) client: Option<std::net::IpAddr>,

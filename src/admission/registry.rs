@@ -29,7 +29,7 @@ use crate::{
     close::{budget_words, SessionEnd},
     cluster::{PendingUsage, LEASE_REFRESH},
     ops::metrics::{Metrics, CONNECT_FAILURE_LABELS, REJECT_LABELS},
-    protection::usage::{self, Budget, Ledger, StateLock, Usage, Writer},
+    protection::usage::{self, Budget, Budgets, Ledger, StateLock, Usage, Writer},
     session::msg::{BudgetSpent, End, SessionHandle, SessionId},
 };
 
@@ -55,6 +55,9 @@ pub(crate) struct Registry {
     /// Live sessions per identity, kept with `sessions`: admission and `/stats` read it in O(1)
     /// per identity instead of scanning every session.
     live_by_identity: HashMap<String, usize>,
+    /// The own daily dollar budgets of identities with live sessions (tokens file, JWT
+    /// `budget_usd`), kept with `live_by_identity`: usage reports name only the identity.
+    own_usd_budgets: HashMap<String, u64>,
     next_id: SessionId,
     metrics: Arc<Metrics>,
     started_at: Instant,
@@ -86,6 +89,7 @@ impl Registry {
             sessions: HashMap::new(),
             live_by_model: HashMap::new(),
             live_by_identity: HashMap::new(),
+            own_usd_budgets: HashMap::new(),
             next_id: 1,
             metrics,
             started_at: Instant::now(),
@@ -171,12 +175,14 @@ impl Registry {
             // Budgets are judged on the shared ledger (`apply_totals`).
             return None;
         }
-        self.ledger.exhausted(
-            identity,
-            day,
-            self.limits.daily_budget,
-            self.limits.client_budget,
-        )
+        self.ledger
+            .exhausted(identity, day, &self.budgets_of(identity))
+    }
+
+    /// The budgets `identity` is held to, its own dollar budget included while it is live.
+    pub(super) fn budgets_of(&self, identity: &str) -> Budgets {
+        self.limits
+            .budgets(self.own_usd_budgets.get(identity).copied())
     }
 
     /// The relay's own rules, in order: draining, capacity (admissions waiting for Redis hold a
@@ -214,12 +220,8 @@ impl Registry {
     /// Budgets, per-client sessions and rate, on this instance's own counts, in the order a
     /// client would want to hear them.
     fn check_limits(&mut self, entry: &Entry, now: Instant) -> Result<(), Rejected> {
-        if let Some(budget) = self.ledger.exhausted(
-            &entry.identity,
-            today(),
-            self.limits.daily_budget,
-            self.limits.client_budget,
-        ) {
+        let budgets = self.limits.budgets(entry.usd_budget);
+        if let Some(budget) = self.ledger.exhausted(&entry.identity, today(), &budgets) {
             return Err(Rejected::BudgetExceeded { budget });
         }
         let per_client = self.limits.per_client;
@@ -279,6 +281,9 @@ impl Registry {
             .entry(entry.identity.clone())
             .or_insert(0) += 1;
         *self.live_by_model.entry(entry.model.clone()).or_insert(0) += 1;
+        if let Some(own) = entry.usd_budget {
+            self.own_usd_budgets.insert(entry.identity.clone(), own);
+        }
         self.sessions.insert(id, Arc::new(entry));
         self.metrics.sessions_opened.inc();
         self.publish();
@@ -297,6 +302,9 @@ impl Registry {
                         map.remove(key);
                     }
                 }
+            }
+            if !self.live_by_identity.contains_key(&entry.identity) {
+                self.own_usd_budgets.remove(&entry.identity);
             }
             self.metrics
                 .sessions_closed
@@ -384,6 +392,15 @@ impl Registry {
             identities_today,
             daily_token_budget: self.limits.daily_budget,
             client_daily_token_budget: self.limits.client_budget,
+            daily_usd_budget: self.limits.daily_usd_budget.map(usage::nano_to_usd),
+            client_daily_usd_budget: self.limits.client_usd_budget.map(usage::nano_to_usd),
+            unpriced_models: self
+                .ledger
+                .by_model
+                .iter()
+                .filter(|(_, u)| current && u.unpriced > 0)
+                .map(|(m, _)| m.clone())
+                .collect(),
         };
         Stats {
             uptime_seconds: self.uptime().as_secs(),
@@ -410,16 +427,16 @@ impl Registry {
         }
     }
 
-    /// Tells the sessions a spent budget covers (all of them for the global one) to end after
+    /// Tells the sessions a spent budget covers (all of them for a global one) to end after
     /// their response.
     fn announce_spent(&self, budget: Budget, identity: &str) {
         log::warn!(
             identity = identity;
-            "budget: the {} daily token budget is spent; ending affected sessions after their response",
+            "budget: the {} budget is spent; ending affected sessions after their response",
             budget_words(budget)
         );
         for e in self.sessions.values() {
-            if budget == Budget::Global || e.identity == identity {
+            if budget.is_global() || e.identity == identity {
                 e.handle.budget_spent.do_send(BudgetSpent { budget });
             }
         }
@@ -614,6 +631,7 @@ mod tests {
             model: model.into(),
             identity: identity.into(),
             credential_models: None,
+            usd_budget: None,
             opened_at: Instant::now(),
             client: None,
             traffic: Default::default(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::protection::usage::Usage;
+use crate::protection::usage::{self, Usage};
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct DirectionStats {
@@ -44,23 +44,33 @@ pub(crate) struct Stats {
     pub(crate) usage: UsageStats,
 }
 
-/// Token usage for `/stats`: today's (UTC) totals overall, per model and for the top identities.
+/// Token usage and its cost for `/stats`: today's (UTC) totals overall, per model and for the
+/// top identities. Each usage shows `cost_usd` beside its exact `cost_nano_usd`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct UsageStats {
     pub(crate) utc_day: u64,
+    #[serde(serialize_with = "usage::shown")]
     pub(crate) today: Usage,
+    #[serde(serialize_with = "usage::shown")]
     pub(crate) lifetime: Usage,
+    #[serde(serialize_with = "usage::shown_map")]
     pub(crate) by_model: BTreeMap<String, Usage>,
     /// The identities with the most billable tokens today, at most `TOP_IDENTITIES`.
     pub(crate) by_identity: Vec<IdentityUsage>,
     pub(crate) identities_today: usize,
     pub(crate) daily_token_budget: Option<u64>,
     pub(crate) client_daily_token_budget: Option<u64>,
+    /// `DAILY_USD_BUDGET` and `CLIENT_DAILY_USD_BUDGET`, in dollars.
+    pub(crate) daily_usd_budget: Option<f64>,
+    pub(crate) client_daily_usd_budget: Option<f64>,
+    /// Models whose usage today was not (fully) priced: no entry in the price table.
+    pub(crate) unpriced_models: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct IdentityUsage {
     pub(crate) identity: String,
+    #[serde(serialize_with = "usage::shown")]
     pub(crate) usage: Usage,
     pub(crate) live_sessions: usize,
 }

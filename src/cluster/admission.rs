@@ -5,7 +5,10 @@
 //! Called by the registry.
 
 use super::{Cluster, Op, Unanswered, LEASE_TTL};
-use crate::{admission::msg::Rejected, protection::usage::Budget};
+use crate::{
+    admission::msg::Rejected,
+    protection::usage::{Budget, Budgets},
+};
 
 /// One session's slot: `"<instance> <session id> <identity>"` in the client's set of live
 /// sessions and in the cluster-wide set.
@@ -37,8 +40,8 @@ impl Lease {
 pub(crate) struct SharedLimits {
     pub(crate) per_client: usize,
     pub(crate) rate_per_minute: u32,
-    pub(crate) daily_budget: Option<u64>,
-    pub(crate) client_budget: Option<u64>,
+    /// The daily budgets of the client being admitted (tokens and billionths of a dollar).
+    pub(crate) budgets: Budgets,
 }
 
 /// What Redis said about a new session.
@@ -61,8 +64,10 @@ impl Cluster {
             .arg(LEASE_TTL.as_millis() as u64)
             .arg(limits.per_client)
             .arg(limits.rate_per_minute)
-            .arg(limits.daily_budget.unwrap_or(0))
-            .arg(limits.client_budget.unwrap_or(0));
+            .arg(limits.budgets.global_tokens.unwrap_or(0))
+            .arg(limits.budgets.client_tokens.unwrap_or(0))
+            .arg(limits.budgets.global_nano_usd.unwrap_or(0))
+            .arg(limits.budgets.client_nano_usd.unwrap_or(0));
         let answer = self
             .run(Op::Admit, async move {
                 Ok(call.invoke_async::<Vec<String>>(&mut conn).await?)
@@ -117,6 +122,8 @@ fn verdict(words: &[String], limits: SharedLimits) -> Result<Admission, Unanswer
         Some("budget") => refused(Rejected::BudgetExceeded {
             budget: match words.get(1).map(String::as_str) {
                 Some("global") => Budget::Global,
+                Some("global_usd") => Budget::GlobalUsd,
+                Some("client_usd") => Budget::ClientUsd,
                 _ => Budget::Client,
             },
         }),
@@ -160,6 +167,18 @@ mod tests {
             verdict(&w(&["budget", "global"]), limits).ok(),
             Some(Admission::Refused(Rejected::BudgetExceeded {
                 budget: Budget::Global
+            }))
+        );
+        assert_eq!(
+            verdict(&w(&["budget", "client_usd"]), limits).ok(),
+            Some(Admission::Refused(Rejected::BudgetExceeded {
+                budget: Budget::ClientUsd
+            }))
+        );
+        assert_eq!(
+            verdict(&w(&["budget", "global_usd"]), limits).ok(),
+            Some(Admission::Refused(Rejected::BudgetExceeded {
+                budget: Budget::GlobalUsd
             }))
         );
         assert_eq!(

@@ -7,6 +7,7 @@ use redis::Value;
 use serde_json::{json, Value as Json};
 
 use super::{usage::from_hash, Cluster, Lease, Op, Unanswered};
+use crate::protection::usage::Shown;
 
 /// How many identities the answer lists (the busiest first).
 const TOP: usize = 100;
@@ -67,7 +68,7 @@ impl Cluster {
                 if let Value::Array(pair) = m {
                     if let [name, hash] = &pair[..] {
                         if let Some(name) = string(name) {
-                            by_model.insert(name, from_hash(&pairs(hash)));
+                            by_model.insert(name, Shown::from(from_hash(&pairs(hash))));
                         }
                     }
                 }
@@ -89,7 +90,7 @@ impl Cluster {
             "identities_live": identities_live,
             "usage": {
                 "utc_day": day,
-                "today": from_hash(&pairs(all)),
+                "today": Shown::from(from_hash(&pairs(all))),
                 "by_model": by_model,
                 "by_identity": top_identities,
                 "identities_today": int(count).unwrap_or(0),

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{Cluster, Op, Unanswered};
-use crate::protection::usage::Usage;
+use crate::protection::usage::{Spent, Usage};
 
 /// One usage report on its way to Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,17 +19,17 @@ pub(crate) struct PendingUsage {
     pub(crate) key: Option<String>,
 }
 
-/// Today's billable tokens, as Redis has them after a report (or a check).
+/// Today's billable tokens and cost, as Redis has them after a report (or a check).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
     pub(crate) day: u64,
-    pub(crate) all: u64,
+    pub(crate) all: Spent,
     /// Per identity asked about.
-    pub(crate) by_identity: HashMap<String, u64>,
+    pub(crate) by_identity: HashMap<String, Spent>,
 }
 
 /// The fields of [`Usage`] as they are stored in Redis hashes.
-pub(crate) fn fields(u: &Usage) -> [(&'static str, u64); 10] {
+pub(crate) fn fields(u: &Usage) -> [(&'static str, u64); 14] {
     [
         ("input_tokens", u.input_tokens),
         ("output_tokens", u.output_tokens),
@@ -38,9 +38,13 @@ pub(crate) fn fields(u: &Usage) -> [(&'static str, u64); 10] {
         ("input_audio", u.input_audio),
         ("input_image", u.input_image),
         ("input_cached", u.input_cached),
+        ("input_cached_text", u.input_cached_text),
+        ("input_cached_audio", u.input_cached_audio),
         ("output_text", u.output_text),
         ("output_audio", u.output_audio),
         ("audio_millis", u.audio_millis),
+        ("cost_nano_usd", u.cost_nano_usd),
+        ("unpriced", u.unpriced),
     ]
 }
 
@@ -56,9 +60,13 @@ pub(crate) fn from_hash(pairs: &[(String, u64)]) -> Usage {
             "input_audio" => &mut u.input_audio,
             "input_image" => &mut u.input_image,
             "input_cached" => &mut u.input_cached,
+            "input_cached_text" => &mut u.input_cached_text,
+            "input_cached_audio" => &mut u.input_cached_audio,
             "output_text" => &mut u.output_text,
             "output_audio" => &mut u.output_audio,
             "audio_millis" => &mut u.audio_millis,
+            "cost_nano_usd" => &mut u.cost_nano_usd,
+            "unpriced" => &mut u.unpriced,
             _ => continue,
         };
         *field = *value;
@@ -87,16 +95,16 @@ impl Cluster {
             )
             .await?;
         match answer[..] {
-            [_, day, all, mine] => Ok(Totals {
+            [_, day, all, mine, all_cost, my_cost] => Ok(Totals {
                 day,
-                all,
-                by_identity: HashMap::from([(report.identity.clone(), mine)]),
+                all: spent(all, all_cost),
+                by_identity: HashMap::from([(report.identity.clone(), spent(mine, my_cost))]),
             }),
             _ => Err(Unanswered::Shape(format!("{answer:?}"))),
         }
     }
 
-    /// Today's billable totals for all clients and for each of `identities`.
+    /// Today's billable tokens and cost for all clients and for each of `identities`.
     pub(crate) async fn totals(&self, identities: Vec<String>) -> Result<Totals, Unanswered> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.totals.prepare_invoke();
@@ -109,18 +117,22 @@ impl Cluster {
                 Ok(call.invoke_async(&mut conn).await?)
             })
             .await?;
-        if answer.len() != identities.len() + 2 {
+        if answer.len() != 2 * identities.len() + 3 {
             return Err(Unanswered::Shape(format!("{} values", answer.len())));
         }
         Ok(Totals {
             day: answer[0],
-            all: answer[1],
+            all: spent(answer[1], answer[2]),
             by_identity: identities
                 .into_iter()
-                .zip(answer[2..].iter().copied())
+                .zip(answer[3..].chunks_exact(2).map(|c| spent(c[0], c[1])))
                 .collect(),
         })
     }
+}
+
+fn spent(tokens: u64, nano_usd: u64) -> Spent {
+    Spent { tokens, nano_usd }
 }
 
 /// Reports that Redis has not taken yet, oldest first. Bounded: past [`Backlog::MAX_KEYED`]
@@ -194,9 +206,13 @@ mod tests {
             input_audio: 5,
             input_image: 6,
             input_cached: 7,
+            input_cached_text: 11,
+            input_cached_audio: 12,
             output_text: 8,
             output_audio: 9,
             audio_millis: 10,
+            cost_nano_usd: 13,
+            unpriced: 14,
         };
         let pairs: Vec<(String, u64)> = fields(&u)
             .into_iter()

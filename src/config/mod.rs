@@ -9,12 +9,16 @@
 //! HTTP face and the upstream dialer read it.
 
 mod cluster;
+mod cost;
+mod policy;
 mod protection;
 mod source;
 mod upstream;
 
 pub use self::{
     cluster::{FailureMode, RedisConfig},
+    cost::Cost,
+    policy::SessionPolicies,
     protection::{Protection, SafetyIdentifier},
     source::{ConfigError, ConfigErrors, Env, Source},
     upstream::{PoolConfig, UpstreamConfig},
@@ -89,8 +93,12 @@ pub struct Config {
     /// When set, `/stats` and `/metrics` are served here instead of on the public listener.
     pub admin_listen: Option<AdminListen>,
     pub protection: Protection,
+    /// `PRICING_FILE` and the budgets in dollars.
+    pub cost: Cost,
     /// `REDIS_URL` and its companions: limits, budgets and usage shared by several instances.
     pub redis: Option<RedisConfig>,
+    /// `SESSION_POLICY_FILE`: what every session pins, locks and hides.
+    pub session_policies: Option<SessionPolicies>,
     pub debug: bool,
 }
 
@@ -147,7 +155,9 @@ impl Config {
             admin_token: r.secret("ADMIN_TOKEN"),
             admin_listen: admin_listen(&mut r),
             protection: Protection::read(&mut r),
+            cost: Cost::read(&mut r),
             redis: cluster::read(&mut r),
+            session_policies: policy::read(&mut r),
             debug: r.boolean("DEBUG", false),
         };
         r.finish()?;

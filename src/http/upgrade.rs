@@ -1,6 +1,7 @@
 //! The WebSocket entry points `/`, `/realtime` and `/v1/realtime`: the checks before the
 //! upgrade, the handshake, the client's identity and the upstream query (every name the URL
-//! carries held to `ALLOWED_MODELS`), and the start of its `Session`. Refusals are logged through
+//! carries held to `ALLOWED_MODELS`), its session policy (`SESSION_POLICY_FILE`: the one its
+//! credential names, else `default`), and the start of its `Session`. Refusals are logged through
 //! the relay's `RefusalLog`, at most one line per reason and address every few seconds.
 
 use std::{
@@ -25,6 +26,7 @@ use crate::{
     protection::{
         identity::{presented_credential, AuthError, Identity},
         models::{url_names, AllowedModels},
+        policy::PolicyBook,
     },
     session::{
         actor::{self as session, say_goodbye, Session},
@@ -127,8 +129,20 @@ pub(crate) async fn realtime(
     let ip = client_ip(&state, &req);
     let allowed = shared::<AllowedModels>(&req);
     let refusals = shared::<RefusalLog>(&req);
-    match admit(&req, &state, &allowed, &query, ip) {
-        Ok((query, identity)) => {
+    let policies = shared::<PolicyBook>(&req);
+    let admitted = admit(&req, &state, &allowed, &query, ip).and_then(|(query, identity)| {
+        let policy = policies
+            .applied(identity.policy.as_deref())
+            .map_err(|name| SessionEnd::InvalidRequest {
+                detail: format!(
+                    "the credential names the session policy {name:?}, which this relay's \
+                     SESSION_POLICY_FILE does not define"
+                ),
+            })?;
+        Ok((query, identity, policy))
+    });
+    match admitted {
+        Ok((query, identity, policy)) => {
             let dialer = req
                 .app_data::<Rc<Dialer>>()
                 .cloned()
@@ -155,6 +169,7 @@ pub(crate) async fn realtime(
                 max_message_size: state.max_message_size,
                 inactivity_timeout: state.inactivity_timeout,
                 allowed_models,
+                policy,
                 refusals: refusals.into_inner(),
             }));
         }

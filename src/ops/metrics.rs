@@ -143,6 +143,18 @@ const AUDIO_SECONDS: Def<CounterVec> = Def::seconds(
      (transcription usage of type duration), by model.",
     &["model"],
 );
+const COST_USD: Def<CounterVec> = Def::dollars(
+    "relay_cost_usd_total",
+    "What the usage the upstream reported cost, in US dollars, priced by the price table \
+     (PRICING_FILE or the built-in one) when it was counted, by model.",
+    &["model"],
+);
+const UNPRICED_USAGE: Def<IntCounterVec> = Def::counters(
+    "relay_unpriced_usage_total",
+    "Usage reports the price table could not price in full (a model with no entry and no \
+     default entry, or a kind of count its entry has no rate for), by model.",
+    &["model"],
+);
 const UNACCOUNTED_RESPONSES: Def<IntCounter> = Def::counter(
     "relay_unaccounted_responses_total",
     "Responses that ended without usage the relay could count: a response.done without a usage \
@@ -165,6 +177,13 @@ const ADMISSION_SECONDS: Def<Histogram> = Def::histogram(
     &[
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     ],
+);
+const POLICY_ACTIONS: Def<IntCounterVec> = Def::counters(
+    "relay_policy_actions_total",
+    "Session policy decisions (SESSION_POLICY_FILE), by policy, action (pinned, stripped, \
+     rejected, closed, lowered, hidden, not_allowed) and field (one the policy names, or type, \
+     json, session, max_output_tokens).",
+    &["policy", "action", "field"],
 );
 
 /// Counters for one direction, cheap to clone into a pump.
@@ -211,10 +230,13 @@ pub struct Metrics {
     pub(crate) first_upstream_event_seconds: Histogram,
     pub(crate) tokens: IntCounterVec,
     pub(crate) audio_seconds: CounterVec,
+    pub(crate) cost_usd: CounterVec,
+    pub(crate) unpriced_usage: IntCounterVec,
     pub(crate) unaccounted_responses: IntCounter,
     pub(crate) redis_up: IntGauge,
     pub(crate) redis_errors: IntCounterVec,
     pub(crate) admission_seconds: Histogram,
+    pub(crate) policy_actions: IntCounterVec,
     /// The closed set of `model` label values; anything else is counted as `other`.
     known_models: Vec<String>,
 }
@@ -254,10 +276,13 @@ impl Metrics {
             first_upstream_event_seconds: r.add(&FIRST_UPSTREAM_EVENT_SECONDS),
             tokens: r.add(&TOKENS),
             audio_seconds: r.add(&AUDIO_SECONDS),
+            cost_usd: r.add(&COST_USD),
+            unpriced_usage: r.add(&UNPRICED_USAGE),
             unaccounted_responses: r.add(&UNACCOUNTED_RESPONSES),
             redis_up: r.add(&REDIS_UP),
             redis_errors: r.add(&REDIS_ERRORS),
             admission_seconds: r.add(&ADMISSION_SECONDS),
+            policy_actions: r.add(&POLICY_ACTIONS),
             known_models,
             registry: r.0,
         };
@@ -292,6 +317,8 @@ impl Metrics {
                 self.tokens.with_label_values(&[model, kind]);
             }
             self.audio_seconds.with_label_values(&[model]);
+            self.cost_usd.with_label_values(&[model]);
+            self.unpriced_usage.with_label_values(&[model]);
         }
         for model in pool_models {
             self.upstream_pool_warm.with_label_values(&[model]);
@@ -314,7 +341,8 @@ impl Metrics {
     }
 
     /// Counts usage the upstream reported for a session of `model`: tokens by kind
-    /// (`relay_tokens_total`) and audio billed by duration (`relay_audio_seconds_total`).
+    /// (`relay_tokens_total`), audio billed by duration (`relay_audio_seconds_total`), and its
+    /// cost (`relay_cost_usd_total`, `relay_unpriced_usage_total`).
     pub(crate) fn record_usage(&self, model: &str, usage: &Usage) {
         let label = self.model_label(model);
         for (kind, n) in usage.by_kind() {
@@ -326,6 +354,16 @@ impl Metrics {
             self.audio_seconds
                 .with_label_values(&[label])
                 .inc_by(usage.audio_seconds());
+        }
+        if usage.cost_nano_usd > 0 {
+            self.cost_usd
+                .with_label_values(&[label])
+                .inc_by(usage.cost_usd());
+        }
+        if usage.unpriced > 0 {
+            self.unpriced_usage
+                .with_label_values(&[label])
+                .inc_by(usage.unpriced);
         }
     }
 
@@ -419,6 +457,17 @@ impl Def<IntCounterVec> {
 impl Def<CounterVec> {
     /// A counter of a quantity with a fraction (seconds), with labels.
     const fn seconds(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Def::new(name, help, labels, &[])
+    }
+}
+
+impl Def<CounterVec> {
+    /// A counter of money (US dollars, with a fraction), with labels.
+    const fn dollars(
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],

@@ -34,8 +34,15 @@ pub(crate) struct Identity {
     /// "token:<name>", "jwt:<sub>", or "ip:<address>" (open mode).
     pub(crate) key: String,
     pub(crate) kind: IdentityKind,
-    /// Models this identity may use (the JWT `models` claim); None = no restriction.
+    /// Models this identity may use (its tokens-file entry or the JWT `models` claim); None =
+    /// no restriction.
     pub(crate) models: Option<Vec<String>>,
+    /// The session policy it gets by name (its tokens-file entry or the JWT `policy` claim);
+    /// None = the `default` policy, if any.
+    pub(crate) policy: Option<String>,
+    /// Its own daily budget in billionths of a dollar (its tokens-file entry or the JWT
+    /// `budget_usd` claim), in place of `CLIENT_DAILY_USD_BUDGET`.
+    pub(crate) usd_budget: Option<u64>,
 }
 
 /// Which credential made the identity.
@@ -60,6 +67,8 @@ impl Identity {
             key,
             kind: IdentityKind::Address,
             models: None,
+            policy: None,
+            usd_budget: None,
         }
     }
 }
@@ -208,11 +217,13 @@ impl Authenticator {
         let presented = presented
             .filter(|p| !p.is_empty())
             .ok_or(AuthError::Missing)?;
-        if let Some(name) = self.read_tokens().lookup(presented) {
+        if let Some((name, client)) = self.read_tokens().lookup(presented) {
             return Ok(Identity {
                 key: format!("token:{name}"),
                 kind: IdentityKind::Token,
-                models: None,
+                models: client.models.clone(),
+                policy: client.policy.clone(),
+                usd_budget: client.usd_budget,
             });
         }
         if let Some(jwt) = &self.jwt {
@@ -222,6 +233,8 @@ impl Authenticator {
                         key: format!("jwt:{}", claims.sub),
                         kind: IdentityKind::Jwt,
                         models: claims.models,
+                        policy: claims.policy,
+                        usd_budget: claims.usd_budget,
                     }),
                     Err(JwtError::Expired) => Err(AuthError::Expired),
                     Err(JwtError::Audience) => Err(AuthError::Audience),
@@ -406,7 +419,9 @@ mod tests {
             Identity {
                 key: "jwt:bob".into(),
                 kind: IdentityKind::Jwt,
-                models: Some(vec!["gpt-realtime".into()])
+                models: Some(vec!["gpt-realtime".into()]),
+                policy: None,
+                usd_budget: None,
             }
         );
 

@@ -24,6 +24,7 @@ use base64::{
 use ring::hmac;
 use serde_json::{Map, Value};
 
+use super::usage::usd_to_nano;
 use crate::secret::Secret;
 
 /// Base64url as JWTs use it: no padding written, padding tolerated when read.
@@ -61,6 +62,10 @@ pub(crate) struct JwtClaims {
     pub(crate) sub: String,
     pub(crate) exp: u64,
     pub(crate) models: Option<Vec<String>>,
+    /// `budget_usd`: the holder's own daily budget in dollars, as billionths (0 = none).
+    pub(crate) usd_budget: Option<u64>,
+    /// `policy`: the name of the session policy the holder gets.
+    pub(crate) policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,11 +198,33 @@ fn claims(claims: &Map<String, Value>, now_unix: u64) -> Result<JwtClaims, JwtEr
         ),
         Some(_) => return Err(JwtError::Malformed),
     };
+    let usd_budget = match claims.get("budget_usd") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let nano = v
+                .as_f64()
+                .and_then(usd_to_nano)
+                .ok_or(JwtError::Malformed)?;
+            (nano > 0).then_some(nano)
+        }
+    };
+    let policy = match claims.get("policy") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if valid_policy(name) => Some(name.clone()),
+        Some(_) => return Err(JwtError::Malformed),
+    };
     Ok(JwtClaims {
         sub: sub.to_string(),
         exp,
         models,
+        usd_budget,
+        policy,
     })
+}
+
+/// A policy name: what a tokens-file entry may name too (`tokens::valid_name`).
+fn valid_policy(name: &str) -> bool {
+    name.len() <= MAX_SUB_LEN && super::tokens::valid_name(name)
 }
 
 /// One base64url part holding a JSON object.
@@ -278,9 +305,39 @@ mod tests {
             JwtClaims {
                 sub: "user-1".into(),
                 exp: NOW + 60,
-                models: None
+                models: None,
+                usd_budget: None,
+                policy: None,
             }
         );
+    }
+
+    /// `budget_usd` becomes billionths of a dollar (0 = none) and `policy` a name; a budget that
+    /// is not an amount, or a policy that is not a name, rejects the token.
+    #[test]
+    fn jwt_budget_and_policy_claims() {
+        let token =
+            mint(json!({"sub": "u", "exp": NOW + 60, "budget_usd": 2.5, "policy": "support-bot"}));
+        let claims = verifier().verify(&token, NOW).expect("valid");
+        assert_eq!(claims.usd_budget, Some(2_500_000_000));
+        assert_eq!(claims.policy.as_deref(), Some("support-bot"));
+        let zero = mint(json!({"sub": "u", "exp": NOW + 60, "budget_usd": 0}));
+        assert_eq!(
+            verifier().verify(&zero, NOW).map(|c| c.usd_budget),
+            Ok(None)
+        );
+        for bad in [
+            json!({"sub": "u", "exp": NOW + 60, "budget_usd": -1}),
+            json!({"sub": "u", "exp": NOW + 60, "budget_usd": "2"}),
+            json!({"sub": "u", "exp": NOW + 60, "policy": 3}),
+            json!({"sub": "u", "exp": NOW + 60, "policy": "no spaces"}),
+        ] {
+            assert_eq!(
+                verifier().verify(&mint(bad.clone()), NOW),
+                Err(JwtError::Malformed),
+                "{bad}"
+            );
+        }
     }
 
     /// The models claim restricts models; a malformed one rejects the token.

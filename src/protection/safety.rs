@@ -286,6 +286,8 @@ mod tests {
             key: "token:alice".into(),
             kind: crate::protection::identity::IdentityKind::Token,
             models: None,
+            policy: None,
+            usd_budget: None,
         };
         let a = address("2001:db8:1:2::a");
         let b = address("2001:db8:1:2::b");

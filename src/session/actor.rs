@@ -25,7 +25,7 @@ use crate::{
     },
     close::{error_event, SessionEnd},
     ops::{metrics::Metrics, throttle::RefusalLog},
-    protection::{identity::Identity, models::AllowedModels},
+    protection::{identity::Identity, models::AllowedModels, policy::Applied},
     session::{
         client::{read_client, FromClient},
         events::EVENTS_TARGET,
@@ -72,6 +72,8 @@ pub(crate) struct Params {
     pub(crate) inactivity_timeout: Duration,
     /// `ALLOWED_MODELS`, for the client pump's `session.update` check.
     pub(crate) allowed_models: Arc<AllowedModels>,
+    /// The session policy (`SESSION_POLICY_FILE`), if any.
+    pub(crate) policy: Option<Arc<Applied>>,
     /// Where a refusal at admission is logged (collapsed per reason and address).
     pub(crate) refusals: Arc<RefusalLog>,
 }
@@ -92,6 +94,7 @@ pub(crate) struct Session {
     max_message_size: usize,
     inactivity_timeout: Duration,
     allowed_models: Arc<AllowedModels>,
+    policy: Option<Arc<Applied>>,
     refusals: Arc<RefusalLog>,
     upstream: Option<Addr<Upstream>>,
     shared: Rc<Shared>,
@@ -120,6 +123,7 @@ impl Session {
             max_message_size: p.max_message_size,
             inactivity_timeout: p.inactivity_timeout,
             allowed_models: p.allowed_models,
+            policy: p.policy,
             refusals: p.refusals,
             upstream: None,
             shared: Rc::new(Shared::default()),
@@ -134,6 +138,11 @@ impl Session {
     fn client_label(&self) -> String {
         self.client_ip
             .map_or_else(|| "-".into(), |ip| ip.to_string())
+    }
+
+    /// The session policy's name for the closing log line, `-` without one.
+    fn policy_label(&self) -> &str {
+        self.policy.as_ref().map_or("-", |p| p.policy.name.as_str())
     }
 
     fn label(&self) -> String {
@@ -195,6 +204,7 @@ impl Session {
                 log_events,
                 identity: self.identity.key.clone(),
                 safety_id: self.safety_id.clone(),
+                policy: self.policy.clone(),
             })
             .start(),
         );
@@ -210,6 +220,7 @@ impl Session {
                     max_queued: self.max_message_size,
                     log_events,
                     allowed_models: self.allowed_models.clone(),
+                    policy: self.policy.clone(),
                 },
             );
             ctx.spawn(
@@ -311,6 +322,7 @@ impl Actor for Session {
                 model: self.model.clone(),
                 identity: self.identity.key.clone(),
                 credential_models: self.identity.models.clone(),
+                usd_budget: self.identity.usd_budget,
                 client: self.client_ip,
                 traffic: self.shared.traffic.clone(),
                 opened_at: self.opened_at,
@@ -358,6 +370,7 @@ impl Actor for Session {
             client = self.client_label().as_str(),
             identity = self.identity.key.as_str(),
             model = self.model.as_str(),
+            policy = self.policy_label(),
             reason = reason.label(),
             code = code,
             duration_ms = duration_ms,
@@ -367,7 +380,8 @@ impl Actor for Session {
             upstream_to_client_bytes = s.traffic.upstream_to_client.bytes(),
             input_tokens = tokens.input_tokens,
             output_tokens = tokens.output_tokens,
-            total_tokens = tokens.billable();
+            total_tokens = tokens.billable(),
+            cost_usd = tokens.cost_usd();
             "closed"
         );
         Running::Stop

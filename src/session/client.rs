@@ -2,7 +2,8 @@
 //! upstream is open in a bounded queue, then handing each to the upstream writer in order with
 //! backpressure. It answers pings, counts the pongs that echo the relay's own pings, answers a
 //! `session.update` that `ALLOWED_MODELS` refuses with an `error` event instead of forwarding
-//! it, and turns the way the client ended into a `SessionEnd` for its session. Before actix-ws
+//! it, holds every event to the session policy (`protection/policy/`: locked fields stripped or
+//! refused, a ceiling, an allow-list), and turns the way the client ended into a `SessionEnd` for its session. Before actix-ws
 //! sees the client's bytes, [`guard_frames`] judges each frame header, so a frame that announces
 //! too much is refused before its payload arrives.
 
@@ -26,6 +27,7 @@ use crate::{
     protection::{
         client_events::{refuse_client_binary, refuse_client_event, Refusal},
         models::AllowedModels,
+        policy::{Applied, Verdict, Violation},
         usage::Budget,
     },
     session::{events::log_event, msg::SessionId, shared::Shared},
@@ -226,6 +228,8 @@ pub(crate) struct FromClient {
     pub(crate) log_events: bool,
     /// `ALLOWED_MODELS`, held to on every `session.update`.
     pub(crate) allowed_models: Arc<AllowedModels>,
+    /// The session policy, held to on every client event.
+    pub(crate) policy: Option<Arc<Applied>>,
 }
 
 /// Reads the client until it ends. Before the upstream is open, data frames wait in a queue of
@@ -244,6 +248,7 @@ pub(crate) async fn read_client(
         max_queued,
         log_events,
         allowed_models,
+        policy,
     } = from;
     let mut queue: VecDeque<(Message, usize)> = VecDeque::new();
     let mut queued = 0usize;
@@ -278,20 +283,24 @@ pub(crate) async fn read_client(
         flow,
         log_events,
         allowed_models,
+        // A policy that only pins or hides has nothing to say about client events.
+        policy: policy.filter(|p| p.policy.judges_client()),
     };
     for (msg, len) in queue {
-        if !to.pass(msg, len).await {
-            return std::future::pending().await;
+        match to.pass(msg, len).await {
+            Passed::On => {}
+            Passed::UpstreamClosing => return std::future::pending().await,
+            Passed::End(reason) => return reason,
         }
     }
     loop {
         match classify(stream.next().await, &mut to.client, &to.shared, max_queued) {
-            Step::Data(msg, len) => {
-                if !to.pass(msg, len).await {
-                    // The upstream is closing; its `End` ends this session.
-                    return std::future::pending().await;
-                }
-            }
+            Step::Data(msg, len) => match to.pass(msg, len).await {
+                Passed::On => {}
+                // The upstream is closing; its `End` ends this session.
+                Passed::UpstreamClosing => return std::future::pending().await,
+                Passed::End(reason) => return reason,
+            },
             Step::Skip => {}
             Step::End(reason) => return reason,
         }
@@ -307,13 +316,24 @@ struct Onward {
     flow: Flow,
     log_events: bool,
     allowed_models: Arc<AllowedModels>,
+    policy: Option<Arc<Applied>>,
+}
+
+/// What became of one client message.
+enum Passed {
+    /// Forwarded, or refused with an `error` event: go on.
+    On,
+    /// The upstream is closing; its `End` ends the session.
+    UpstreamClosing,
+    /// The session ends (the policy's `on_violation = "close"`).
+    End(SessionEnd),
 }
 
 impl Onward {
     /// Forwards one client message, or answers it with an `error` event when a check refuses
-    /// it (a model `ALLOWED_MODELS` does not list; a new response once a budget is spent).
-    /// False when the upstream is closing.
-    async fn pass(&mut self, msg: Message, len: usize) -> bool {
+    /// it (a model `ALLOWED_MODELS` does not list; a new response once a budget is spent; the
+    /// session policy), after the policy has had its say (locked fields stripped, a ceiling).
+    async fn pass(&mut self, msg: Message, len: usize) -> Passed {
         if self.log_events {
             log_event(self.id, "client_to_upstream", &msg);
         }
@@ -327,9 +347,58 @@ impl Onward {
         };
         if let Some(event) = refusal {
             let _ = self.client.text(event).await;
-            return true;
+            return Passed::On;
         }
-        forward(&self.writer, msg, len, &self.shared, &self.flow).await
+        let (msg, len) = match self.police(msg, len) {
+            Ok(policed) => policed,
+            Err(violation) if violation.close => {
+                return Passed::End(SessionEnd::PolicyViolation {
+                    message: violation.message(),
+                })
+            }
+            Err(violation) => {
+                let event = violation.error_event(&format!("relay_evt_{}", self.id));
+                let _ = self.client.text(event).await;
+                return Passed::On;
+            }
+        };
+        if forward(&self.writer, msg, len, &self.shared, &self.flow).await {
+            Passed::On
+        } else {
+            Passed::UpstreamClosing
+        }
+    }
+
+    /// The session policy's verdict on a message: forwarded as it came or rewritten (with its
+    /// new length), or refused. Text and UTF-8 binary frames are judged alike (either could be
+    /// read upstream as an event); each decision is counted.
+    fn police(&self, msg: Message, len: usize) -> Result<(Message, usize), Violation> {
+        let Some(applied) = &self.policy else {
+            return Ok((msg, len));
+        };
+        let text = match &msg {
+            Message::Text(t) => &**t,
+            Message::Binary(b) => match std::str::from_utf8(b) {
+                Ok(t) => t,
+                Err(_) => return Ok((msg, len)),
+            },
+            _ => return Ok((msg, len)),
+        };
+        let judgement = applied.policy.judge(text);
+        for (action, field) in &judgement.actions {
+            applied.count(*action, field);
+        }
+        match judgement.verdict {
+            Verdict::Forward => Ok((msg, len)),
+            Verdict::Rewritten(t) => {
+                let len = t.len();
+                Ok(match msg {
+                    Message::Binary(_) => (Message::Binary(t.into()), len),
+                    _ => (Message::Text(t.into()), len),
+                })
+            }
+            Verdict::Refused(violation) => Err(violation),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `Upstream`: the relay's WebSocket to OpenAI for one session. It is started by its `Session`
 //! once the `Registry` has admitted it, gets a socket from the `Dialer` (warm or fresh), hands
-//! the session a `ToUpstream` sender for client→upstream frames, and runs the two pumps of
-//! `pump.rs`. It stops when the upstream closes (telling the session why with `End`) or when its
+//! the session a `ToUpstream` sender for client→upstream frames (after queueing the session
+//! policy's pinned `session.update`, so it goes first), and runs the two pumps of `pump.rs`. It stops when the upstream closes (telling the session why with `End`) or when its
 //! session sends `Close` (after passing the close frame on and waiting for the answer).
 
 use std::{
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     close::SessionEnd,
     ops::metrics::Metrics,
+    protection::policy::{Action, Applied, FIELD_SESSION},
     session::{
         msg::{End, UpstreamOpened},
         shared::Shared,
@@ -60,6 +61,7 @@ pub(crate) struct Upstream {
     log_events: bool,
     identity: String,
     safety_id: Option<String>,
+    policy: Option<Arc<Applied>>,
     writer: Option<ToUpstream>,
     /// Set when closing: the reader drops upstream frames instead of forwarding them.
     closing_state: Rc<Closing>,
@@ -89,6 +91,9 @@ pub(crate) struct Params {
     /// Whose usage this session's `response.done` events count against.
     pub(crate) identity: String,
     pub(crate) safety_id: Option<String>,
+    /// The session policy: its pinned `session.update` goes first, its hidden fields never
+    /// reach the client.
+    pub(crate) policy: Option<Arc<Applied>>,
 }
 
 impl Upstream {
@@ -108,6 +113,7 @@ impl Upstream {
             log_events: p.log_events,
             identity: p.identity,
             safety_id: p.safety_id,
+            policy: p.policy,
             writer: None,
             closing_state: Rc::new(Closing::default()),
             reader_done: false,
@@ -153,18 +159,33 @@ impl Upstream {
                     usage: self.dialer.usage.clone(),
                     identity: self.identity.clone(),
                     model: self.model.clone(),
+                    pricing: self.dialer.pricing.clone(),
                 },
+                hiding: self.policy.clone().filter(|p| p.policy.hides()),
             },
         );
         ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
             act.reader_done = true;
             act.ended(reason, ctx);
         }));
+        self.pin(&tx);
         if let Some(opened) = self.opened.take() {
             // The session may already be gone; then its close follows shortly.
             let _ = opened.send(tx.clone());
         }
         self.writer = Some(tx);
+    }
+
+    /// Queues the policy's pinned `session.update` ahead of every client frame: the client
+    /// reader gets its sender only after this, so the queue is empty and takes it at once.
+    fn pin(&self, writer: &ToUpstream) {
+        let Some(applied) = &self.policy else { return };
+        let Some(update) = applied.policy.pinned_update() else {
+            return;
+        };
+        if writer.try_send(Message::Text(update.into())).is_ok() {
+            applied.count(Action::Pinned, FIELD_SESSION);
+        }
     }
 
     /// The reader ended. If we were closing, this was the upstream's answer: stop. Otherwise the

@@ -26,6 +26,7 @@ use crate::{
         metrics::Metrics,
         throttle::{self, Throttle},
     },
+    protection::pricing::Pricing,
     upstream::{
         pool::{Pool, Warm},
         wire::Socket,
@@ -48,6 +49,8 @@ pub(crate) struct Dialer {
     connect_times: Recipient<ConnectTime>,
     /// Where sessions' upstream readers send usage; kept here so each upstream can clone it.
     pub(crate) usage: Recipient<RecordUsage>,
+    /// What usage costs; each upstream reader prices the usage it counts.
+    pub(crate) pricing: Arc<Pricing>,
     pool: Option<Pool>,
     /// Collapses repeated dial-failure warnings; shared by every worker's dialer.
     failures: Arc<Throttle>,
@@ -73,6 +76,8 @@ pub(crate) struct DialerSettings {
     pub(crate) pool_max_idle: Duration,
     /// Collapses repeated dial-failure warnings across every worker.
     pub(crate) failures: Arc<Throttle>,
+    /// The price table (`PRICING_FILE` or the built-in one).
+    pub(crate) pricing: Arc<Pricing>,
 }
 
 /// Where a dialer reports: metrics, connect times and usage (the registry's).
@@ -108,6 +113,7 @@ impl Dialer {
             metrics: reports.metrics,
             connect_times: reports.connect_times,
             usage: reports.usage,
+            pricing: s.pricing,
             pool,
             failures: s.failures,
         });

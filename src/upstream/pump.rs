@@ -2,11 +2,14 @@
 //! into the socket, batching what is waiting into one write. `read_upstream` relays every
 //! upstream frame straight into the client's socket with backpressure, reassembling fragmented
 //! messages within `MAX_MESSAGE_SIZE`, and glances at the first bytes of each text frame for the
-//! few event types that carry usage (`protection/usage.rs`); nothing else is parsed.
+//! few event types that carry usage (`protection/usage.rs`) and, with a session policy that
+//! hides fields, for `session.created`/`session.updated` (`protection/policy/`); nothing else is
+//! parsed.
 
 use std::{
     cell::{Cell, RefCell},
     rc::Rc,
+    sync::Arc,
     time::Instant,
 };
 
@@ -21,7 +24,11 @@ use crate::{
     admission::msg::RecordUsage,
     close::SessionEnd,
     ops::metrics::Flow,
-    protection::usage::{self, Watched},
+    protection::{
+        policy::Applied,
+        pricing::{Pricing, Source},
+        usage::{self, Watched},
+    },
     session::{events::log_event, shared::Shared},
     upstream::wire,
 };
@@ -96,13 +103,16 @@ pub(crate) struct ToClient {
     pub(crate) accounting: Accounting,
     /// Counts responses that ended without usage (`relay_unaccounted_responses_total`).
     pub(crate) unaccounted: prometheus::IntCounter,
+    /// The session policy, when it hides fields of `session.created`/`session.updated`.
+    pub(crate) hiding: Option<Arc<Applied>>,
 }
 
-/// Where usage read off `response.done` goes.
+/// Where usage read off `response.done` goes, and what it costs.
 pub(crate) struct Accounting {
     pub(crate) usage: Recipient<RecordUsage>,
     pub(crate) identity: String,
     pub(crate) model: String,
+    pub(crate) pricing: Arc<Pricing>,
 }
 
 impl ToClient {
@@ -129,7 +139,13 @@ impl ToClient {
         if reported.is_none() && kind == Watched::ResponseDone {
             self.unaccounted.inc();
         }
-        if let Some(reported) = reported {
+        if let Some(mut reported) = reported {
+            let source = match kind {
+                Watched::TranscriptionCompleted => Source::Transcription,
+                _ => Source::Response,
+            };
+            let a = &self.accounting;
+            a.pricing.price(&a.model, source, &mut reported.usage);
             let mut total = s.usage.get();
             total.add(&reported.usage);
             s.usage.set(total);
@@ -143,6 +159,23 @@ impl ToClient {
         kind == Watched::ResponseDone
             && s.budget_spent.get().is_some()
             && s.responses_in_flight.get() == 0
+    }
+
+    /// `msg` (of `len` bytes) without the fields the session policy hides, when it is a session
+    /// echo that carried any. Only with such a policy, and then a look at the first bytes.
+    #[inline]
+    fn hide(&self, msg: Message, len: usize) -> (Message, usize) {
+        let (Some(applied), Message::Text(text)) = (&self.hiding, &msg) else {
+            return (msg, len);
+        };
+        let Some((hidden, removed)) = applied.policy.hide(text) else {
+            return (msg, len);
+        };
+        for (action, field) in removed {
+            applied.count(action, field);
+        }
+        let len = hidden.len();
+        (Message::Text(hidden.into()), len)
     }
 
     #[inline]
@@ -175,6 +208,7 @@ pub(crate) async fn read_upstream(
             Message::Binary(b) => b.len(),
             _ => 0,
         };
+        let (msg, len) = to.hide(msg, len);
         to.record(&msg, len);
         if client.send(msg).await.is_err() {
             return SessionEnd::ClientGone;
@@ -211,6 +245,7 @@ pub(crate) async fn read_upstream(
         } else {
             Message::Binary(data)
         };
+        let (msg, len) = to.hide(msg, len);
         to.record(&msg, len);
         let budget_end = matches!(&msg, Message::Text(t) if to.account(t));
         shared.client_write_blocked.set(true);

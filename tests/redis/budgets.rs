@@ -1,7 +1,7 @@
-//! `CLIENT_DAILY_TOKEN_BUDGET` and `DAILY_TOKEN_BUDGET` held once across instances: a budget
-//! spent through one instance refuses new sessions on the others and ends their live sessions of
-//! that budget (after the response in flight), within the 2 s each instance takes to read
-//! today's totals.
+//! `CLIENT_DAILY_TOKEN_BUDGET`, `DAILY_TOKEN_BUDGET` and the budgets in dollars held once across
+//! instances: a budget spent through one instance refuses new sessions on the others and ends
+//! their live sessions of that budget (after the response in flight), within the 2 s each instance
+//! takes to read today's totals.
 
 use std::time::{Duration, Instant};
 
@@ -141,4 +141,36 @@ async fn a_budget_spent_elsewhere_lets_the_response_in_flight_finish() {
     let deltas = types.iter().filter(|t| t.ends_with(".delta")).count();
     assert_eq!(deltas, 8, "{types:?}");
     assert_eq!(types.last().map(String::as_str), Some("response.done"));
+}
+
+/// CLIENT_DAILY_USD_BUDGET=0.0003, priced by the built-in table (a demo response on
+/// gpt-realtime-mini costs $0.000338): one response of alice's through A spends it; her idle
+/// session on B ends with `budget_exceeded` naming the dollar budget, and she is refused on
+/// both instances.
+#[actix_web::test]
+async fn usd_budget_spent_through_one_instance_holds_on_the_other() {
+    let Some((redis, fake)) = redis_and_fake("usd-budget").await else {
+        return;
+    };
+    let env = [
+        ("RELAY_TOKENS", TOKENS),
+        ("CLIENT_DAILY_USD_BUDGET", "0.0003"),
+    ];
+    let a = Instance::start("redis-usd-budget-a", &fake.url(), &redis.url(), &env).await;
+    let b = Instance::start("redis-usd-budget-b", &fake.url(), &redis.url(), &env).await;
+    let mut alice_on_b = admitted(&b.url(), Some(ALICE)).await;
+
+    let mut alice_on_a = admitted(&a.url(), Some(ALICE)).await;
+    respond(&mut alice_on_a).await;
+    expect_failure(&mut alice_on_a, "budget_exceeded", 1008).await;
+
+    let error = expect_failure(&mut alice_on_b, "budget_exceeded", 1008).await;
+    assert_message_contains(&error, "per-client daily USD");
+    for instance in [&a, &b] {
+        refused(&instance.url(), Some(ALICE), "budget_exceeded").await;
+    }
+    let _bob = admitted(&b.url(), Some(BOB)).await;
+    let stats = b.cluster().await;
+    assert_eq!(stats["usage"]["today"]["cost_nano_usd"], 338_000, "{stats}");
+    assert_eq!(stats["usage"]["today"]["cost_usd"], 0.000338, "{stats}");
 }

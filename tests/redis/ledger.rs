@@ -7,8 +7,9 @@
 use super::instances::{admitted, respond, RESPONSE_TOKENS};
 use crate::common::{child::Process, get_json, poll::poll, read_repo, redis::RedisServer};
 
-/// Runs `usage.lua` for `identity` with a report of `tokens` total tokens keyed by `key`;
-/// returns `[counted, day, all today, identity today]`.
+/// Runs `usage.lua` for `identity` with a report of `tokens` total tokens costing a millionth
+/// of a dollar each, keyed by `key`; returns `[counted, day, all today, identity today]` (tokens)
+/// followed by the same two in billionths of a dollar.
 async fn report(
     redis: &RedisServer,
     script: &str,
@@ -27,7 +28,9 @@ async fn report(
         .arg("total_tokens")
         .arg(tokens)
         .arg("input_tokens")
-        .arg(0);
+        .arg(0)
+        .arg("cost_nano_usd")
+        .arg(tokens * 1_000);
     redis.query(&cmd).await
 }
 
@@ -44,15 +47,15 @@ async fn usage_is_counted_once_per_key() {
     assert_eq!((first[0], first[2], first[3]), (1, 32, 32), "{first:?}");
     let day = first[1];
     let again = report(&redis, &script, "token:alice", "response:resp_1", 32).await;
-    assert_eq!(again, vec![0, day, 32, 32]);
+    assert_eq!(again, vec![0, day, 32, 32, 32_000, 32_000]);
     // The key is the response's, whoever reports it.
     let other = report(&redis, &script, "token:bob", "response:resp_1", 32).await;
-    assert_eq!(other, vec![0, day, 32, 0]);
+    assert_eq!(other, vec![0, day, 32, 0, 32_000, 0]);
     let next = report(&redis, &script, "token:alice", "response:resp_2", 32).await;
-    assert_eq!(next, vec![1, day, 64, 64]);
+    assert_eq!(next, vec![1, day, 64, 64, 64_000, 64_000]);
     for all in [96, 128] {
         let unkeyed = report(&redis, &script, "token:alice", "", 32).await;
-        assert_eq!(unkeyed, vec![1, day, all, all]);
+        assert_eq!(unkeyed, vec![1, day, all, all, all * 1_000, all * 1_000]);
     }
 
     let hash = |suffix: &str| {

@@ -7,8 +7,10 @@
 //! One module per concern, named after what it pins: `protocol` (what crosses the relay),
 //! `failures` (what a client sees when something breaks), `backpressure`, `session_duration`,
 //! `pool`, `tls`, `http` (the HTTP face), `protection` (credentials, limits, usage, budgets),
-//! `operations` (drain, signals, admin endpoints, logs), `binary` (the program as an operator
-//! runs it), and `deploy` (Docker, Compose, the scripts, `tests/run.sh`).
+//! `operations` (drain, signals, admin endpoints, logs), `cost` (usage priced, budgets in
+//! dollars), `policy` (the session policy a client
+//! cannot override), `binary` (the program as an operator runs it), and `deploy` (Docker,
+//! Compose, the scripts, `tests/run.sh`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -17,11 +19,13 @@ mod backpressure;
 mod billing;
 mod binary;
 mod bounds;
+mod cost;
 mod deploy;
 mod failures;
 mod faults;
 mod http;
 mod operations;
+mod policy;
 mod pool;
 mod protection;
 mod protocol;

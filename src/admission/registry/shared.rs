@@ -13,7 +13,7 @@ use crate::{
     admission::msg::{Entry, Rejected},
     cluster::{Admission, Backlog, Cluster, Lease, PendingUsage, SharedLimits, Totals},
     config::FailureMode,
-    protection::usage::Budget,
+    protection::usage::{Budgets, Spent},
     session::msg::SessionId,
 };
 
@@ -26,8 +26,8 @@ pub(super) struct Shared {
     backlog: Backlog,
     /// Whether a flush of the backlog is running.
     flushing: bool,
-    /// Budgets already announced to this instance's sessions today (`*` = the global one), so
-    /// each is announced once.
+    /// Budgets already announced to this instance's sessions today (`<budget> <identity>`, no
+    /// identity for a relay-wide one), so each is announced once.
     announced: HashSet<String>,
     announced_day: u64,
 }
@@ -54,13 +54,12 @@ impl Registry {
             .is_none_or(|s| s.cluster.failure_mode == FailureMode::Open && !s.cluster.is_up())
     }
 
-    /// The limits every instance enforces together.
-    pub(super) fn shared_limits(&self) -> SharedLimits {
+    /// The limits every instance enforces together, for the client of `entry`.
+    pub(super) fn shared_limits(&self, entry: &Entry) -> SharedLimits {
         SharedLimits {
             per_client: self.limits.per_client,
             rate_per_minute: self.limits.rate_per_minute,
-            daily_budget: self.limits.daily_budget,
-            client_budget: self.limits.client_budget,
+            budgets: self.limits.budgets(entry.usd_budget),
         }
     }
 
@@ -74,7 +73,7 @@ impl Registry {
         if let Err(rejected) = self.check_local(&entry) {
             return Box::pin(fut::ready(Err(self.refuse(rejected))));
         }
-        let limits = self.shared_limits();
+        let limits = self.shared_limits(&entry);
         // Open mode with Redis known to be down: this instance's own limits, without waiting for
         // a timeout (the registry's tick notices when Redis answers again).
         if self.local_limits_apply() {
@@ -130,7 +129,26 @@ impl Registry {
 
     /// Announces the budgets Redis says are spent, each once a day.
     pub(super) fn apply_totals(&mut self, totals: &Totals) {
-        let (daily, client) = (self.limits.daily_budget, self.limits.client_budget);
+        let global = Budgets {
+            client_tokens: None,
+            client_nano_usd: None,
+            ..self.limits.budgets(None)
+        };
+        let mut spent: Vec<_> = global
+            .spent(totals.all, Spent::default())
+            .map(|b| (b, String::new()))
+            .into_iter()
+            .collect();
+        for (identity, used) in &totals.by_identity {
+            let own = Budgets {
+                global_tokens: None,
+                global_nano_usd: None,
+                ..self.budgets_of(identity)
+            };
+            if let Some(b) = own.spent(Spent::default(), *used) {
+                spent.push((b, identity.clone()));
+            }
+        }
         let Some(shared) = self.shared.as_mut() else {
             return;
         };
@@ -138,17 +156,8 @@ impl Registry {
             shared.announced.clear();
             shared.announced_day = totals.day;
         }
-        let mut spent = Vec::new();
-        if daily.is_some_and(|limit| totals.all >= limit) && shared.announced.insert("*".into()) {
-            spent.push((Budget::Global, String::new()));
-        }
-        if let Some(limit) = client {
-            for (identity, used) in &totals.by_identity {
-                if *used >= limit && shared.announced.insert(identity.clone()) {
-                    spent.push((Budget::Client, identity.clone()));
-                }
-            }
-        }
+        spent
+            .retain(|(budget, identity)| shared.announced.insert(format!("{budget:?} {identity}")));
         for (budget, identity) in spent {
             self.announce_spent(budget, &identity);
         }
@@ -212,12 +221,8 @@ impl Registry {
         };
         let cluster = shared.cluster.clone();
         self.flush_backlog(ctx);
-        if self.limits.daily_budget.is_some() || self.limits.client_budget.is_some() {
-            let identities: Vec<String> = if self.limits.client_budget.is_some() {
-                self.live_by_identity.keys().cloned().collect()
-            } else {
-                Vec::new()
-            };
+        if self.limits.any_budget() || !self.own_usd_budgets.is_empty() {
+            let identities: Vec<String> = self.live_by_identity.keys().cloned().collect();
             let ask = async move { cluster.totals(identities).await.ok() };
             ctx.spawn(ask.into_actor(self).map(|totals, act, _| {
                 if let Some(t) = totals {

@@ -1,8 +1,9 @@
 -- Adds one upstream usage report to today's ledger, at most once per key (the response id): a
 -- retry after a timeout is not counted twice. Day keys expire 48 hours after their day ends.
 -- ARGV: prefix, identity, model, key ('' = no key), billable, then the usage fields as
---       name, value pairs.
--- Returns {counted (1|0), day, today's billable tokens for all clients, for this identity}.
+--       name, value pairs (cost_nano_usd among them: its cost in billionths of a dollar).
+-- Returns {counted (1|0), day, today's billable tokens for all clients, for this identity,
+--          today's cost in billionths of a dollar for all clients, for this identity}.
 local p, identity, model, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local billable = tonumber(ARGV[5])
 local t = redis.call('TIME')
@@ -29,5 +30,6 @@ if counted == 1 then
   redis.call('EXPIREAT', ids, expire_at)
   redis.call('EXPIREAT', models, expire_at)
 end
-return {counted, day, tonumber(redis.call('HGET', all, 'billable') or '0'),
-        tonumber(redis.call('HGET', mine, 'billable') or '0')}
+local function get(k, field) return tonumber(redis.call('HGET', k, field) or '0') end
+return {counted, day, get(all, 'billable'), get(mine, 'billable'),
+        get(all, 'cost_nano_usd'), get(mine, 'cost_nano_usd')}

@@ -126,6 +126,15 @@ struct WireInputDetails {
     audio_tokens: Option<u64>,
     image_tokens: Option<u64>,
     cached_tokens: Option<u64>,
+    /// How `cached_tokens` splits, which prices them exactly (`protection/pricing.rs`).
+    cached_tokens_details: Option<WireCachedDetails>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireCachedDetails {
+    text_tokens: Option<u64>,
+    audio_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +180,7 @@ impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Usage {
         let input = w.input_token_details.unwrap_or_default();
         let output = w.output_token_details.unwrap_or_default();
+        let cached = input.cached_tokens_details.unwrap_or_default();
         Usage {
             input_tokens: w.input_tokens.unwrap_or(0),
             output_tokens: w.output_tokens.unwrap_or(0),
@@ -179,9 +189,11 @@ impl From<WireUsage> for Usage {
             input_audio: input.audio_tokens.unwrap_or(0),
             input_image: input.image_tokens.unwrap_or(0),
             input_cached: input.cached_tokens.unwrap_or(0),
+            input_cached_text: cached.text_tokens.unwrap_or(0),
+            input_cached_audio: cached.audio_tokens.unwrap_or(0),
             output_text: output.text_tokens.unwrap_or(0),
             output_audio: output.audio_tokens.unwrap_or(0),
-            audio_millis: 0,
+            ..Usage::default()
         }
     }
 }
@@ -394,9 +406,11 @@ mod tests {
                 input_audio: 13,
                 input_image: 0,
                 input_cached: 64,
+                input_cached_text: 64,
+                input_cached_audio: 0,
                 output_text: 30,
                 output_audio: 91,
-                audio_millis: 0,
+                ..Usage::default()
             })
         );
     }

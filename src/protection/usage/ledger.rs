@@ -44,8 +44,65 @@ pub struct Ledger {
 /// Which daily budget is spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Budget {
+    /// `DAILY_TOKEN_BUDGET`.
     Global,
+    /// `CLIENT_DAILY_TOKEN_BUDGET`.
     Client,
+    /// `DAILY_USD_BUDGET`.
+    GlobalUsd,
+    /// `CLIENT_DAILY_USD_BUDGET`, or the client's own budget in dollars.
+    ClientUsd,
+}
+
+impl Budget {
+    /// Whether it covers every client (so every live session ends when it is spent).
+    pub(crate) fn is_global(self) -> bool {
+        matches!(self, Budget::Global | Budget::GlobalUsd)
+    }
+}
+
+/// The daily limits one client is held to (None = no limit): tokens, and billionths of a dollar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Budgets {
+    pub(crate) global_tokens: Option<u64>,
+    pub(crate) client_tokens: Option<u64>,
+    pub(crate) global_nano_usd: Option<u64>,
+    pub(crate) client_nano_usd: Option<u64>,
+}
+
+impl Budgets {
+    /// Which of these limits today's spending reaches (>= limit), relay-wide first, tokens
+    /// before dollars: `all` is every client's, `mine` this client's.
+    pub(crate) fn spent(&self, all: Spent, mine: Spent) -> Option<Budget> {
+        let reached = |limit: Option<u64>, used: u64| limit.is_some_and(|l| used >= l);
+        if reached(self.global_tokens, all.tokens) {
+            Some(Budget::Global)
+        } else if reached(self.global_nano_usd, all.nano_usd) {
+            Some(Budget::GlobalUsd)
+        } else if reached(self.client_tokens, mine.tokens) {
+            Some(Budget::Client)
+        } else if reached(self.client_nano_usd, mine.nano_usd) {
+            Some(Budget::ClientUsd)
+        } else {
+            None
+        }
+    }
+}
+
+/// What budgets count of a day's usage: billable tokens and billionths of a dollar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Spent {
+    pub(crate) tokens: u64,
+    pub(crate) nano_usd: u64,
+}
+
+impl From<&Usage> for Spent {
+    fn from(u: &Usage) -> Spent {
+        Spent {
+            tokens: u.billable(),
+            nano_usd: u.cost_nano_usd,
+        }
+    }
 }
 
 impl Ledger {
@@ -87,28 +144,14 @@ impl Ledger {
         true
     }
 
-    /// Which budget, if any, is spent (>= limit) for this identity on `day`: global checked
-    /// first. None limits = unlimited. A `day` other than the ledger's counts as a fresh day.
-    pub(crate) fn exhausted(
-        &self,
-        identity: &str,
-        day: u64,
-        global_limit: Option<u64>,
-        client_limit: Option<u64>,
-    ) -> Option<Budget> {
-        let fresh = day != self.day;
-        let spent_all = if fresh { 0 } else { self.all.billable() };
-        if global_limit.is_some_and(|limit| spent_all >= limit) {
-            return Some(Budget::Global);
+    /// Which budget, if any, is spent (>= limit) for this identity on `day` (see
+    /// [`Budgets::spent`] for the order). A `day` other than the ledger's counts as a fresh day.
+    pub(crate) fn exhausted(&self, identity: &str, day: u64, limits: &Budgets) -> Option<Budget> {
+        if day != self.day {
+            return limits.spent(Spent::default(), Spent::default());
         }
-        let spent_client = match self.by_identity.get(identity) {
-            Some(usage) if !fresh => usage.billable(),
-            _ => 0,
-        };
-        if client_limit.is_some_and(|limit| spent_client >= limit) {
-            return Some(Budget::Client);
-        }
-        None
+        let mine = self.by_identity.get(identity).map(Spent::from);
+        limits.spent(Spent::from(&self.all), mine.unwrap_or_default())
     }
 }
 
@@ -127,6 +170,49 @@ fn add_capped(map: &mut BTreeMap<String, Usage>, name: &str, usage: &Usage, cap:
 mod tests {
     use super::*;
     use crate::protection::usage::{tests::tokens, MAX_EVENT_TOKENS};
+
+    fn tokens_only(global: Option<u64>, client: Option<u64>) -> Budgets {
+        Budgets {
+            global_tokens: global,
+            client_tokens: client,
+            ..Budgets::default()
+        }
+    }
+
+    /// Dollar budgets count cost the way token budgets count tokens, after them, relay-wide
+    /// first.
+    #[test]
+    fn ledger_usd_budgets() {
+        let mut ledger = Ledger::default();
+        let spent = |nano| Usage {
+            cost_nano_usd: nano,
+            ..tokens(10)
+        };
+        ledger.record("alice", "m", &spent(600), 7);
+        ledger.record("bob", "m", &spent(300), 7);
+        let usd = |global, client| Budgets {
+            global_nano_usd: global,
+            client_nano_usd: client,
+            ..Budgets::default()
+        };
+        assert_eq!(ledger.exhausted("alice", 7, &usd(None, Some(601))), None);
+        assert_eq!(
+            ledger.exhausted("alice", 7, &usd(None, Some(600))),
+            Some(Budget::ClientUsd)
+        );
+        assert_eq!(ledger.exhausted("bob", 7, &usd(None, Some(600))), None);
+        assert_eq!(
+            ledger.exhausted("bob", 7, &usd(Some(900), Some(600))),
+            Some(Budget::GlobalUsd)
+        );
+        let both = Budgets {
+            client_tokens: Some(10),
+            ..usd(None, Some(1))
+        };
+        assert_eq!(ledger.exhausted("bob", 7, &both), Some(Budget::Client));
+        assert_eq!(ledger.exhausted("bob", 8, &usd(Some(900), Some(1))), None);
+        assert!(Budget::GlobalUsd.is_global() && !Budget::ClientUsd.is_global());
+    }
 
     /// Day numbers change at UTC midnight.
     #[test]
@@ -184,11 +270,11 @@ mod tests {
         let mut ledger = Ledger::default();
         ledger.record("alice", "m", &tokens(100), 20_579);
         assert_eq!(
-            ledger.exhausted("alice", 20_579, Some(100), None),
+            ledger.exhausted("alice", 20_579, &tokens_only(Some(100), None)),
             Some(Budget::Global)
         );
         assert_eq!(
-            ledger.exhausted("alice", 20_574, Some(100), Some(100)),
+            ledger.exhausted("alice", 20_574, &tokens_only(Some(100), Some(100))),
             None
         );
 
@@ -214,7 +300,10 @@ mod tests {
         assert_eq!(ledger.all, Usage::default());
         assert_eq!(ledger.lifetime, Usage::default());
         assert!(ledger.by_identity.is_empty() && ledger.by_model.is_empty());
-        assert_eq!(ledger.exhausted("alice", 7, Some(1_000), Some(1_000)), None);
+        assert_eq!(
+            ledger.exhausted("alice", 7, &tokens_only(Some(1_000), Some(1_000))),
+            None
+        );
 
         assert!(ledger.record("alice", "m", &tokens(MAX_EVENT_TOKENS), 7));
         assert_eq!(ledger.all.billable(), MAX_EVENT_TOKENS);
@@ -231,28 +320,43 @@ mod tests {
         ledger.record("alice", "m", &tokens(60), 7);
         ledger.record("bob", "m", &tokens(30), 7);
 
-        assert_eq!(ledger.exhausted("alice", 7, None, None), None);
-        assert_eq!(ledger.exhausted("alice", 7, None, Some(61)), None);
+        assert_eq!(ledger.exhausted("alice", 7, &tokens_only(None, None)), None);
         assert_eq!(
-            ledger.exhausted("alice", 7, None, Some(60)),
+            ledger.exhausted("alice", 7, &tokens_only(None, Some(61))),
+            None
+        );
+        assert_eq!(
+            ledger.exhausted("alice", 7, &tokens_only(None, Some(60))),
             Some(Budget::Client)
         );
-        assert_eq!(ledger.exhausted("bob", 7, None, Some(60)), None);
-        assert_eq!(ledger.exhausted("nobody", 7, None, Some(1)), None);
-        assert_eq!(ledger.exhausted("bob", 7, Some(91), Some(60)), None);
         assert_eq!(
-            ledger.exhausted("bob", 7, Some(90), Some(60)),
+            ledger.exhausted("bob", 7, &tokens_only(None, Some(60))),
+            None
+        );
+        assert_eq!(
+            ledger.exhausted("nobody", 7, &tokens_only(None, Some(1))),
+            None
+        );
+        assert_eq!(
+            ledger.exhausted("bob", 7, &tokens_only(Some(91), Some(60))),
+            None
+        );
+        assert_eq!(
+            ledger.exhausted("bob", 7, &tokens_only(Some(90), Some(60))),
             Some(Budget::Global)
         );
         assert_eq!(
-            ledger.exhausted("alice", 7, Some(90), Some(10)),
+            ledger.exhausted("alice", 7, &tokens_only(Some(90), Some(10))),
             Some(Budget::Global)
         );
         // Tomorrow, before anything rolled the ledger over, both budgets are fresh.
-        assert_eq!(ledger.exhausted("alice", 8, Some(90), Some(10)), None);
+        assert_eq!(
+            ledger.exhausted("alice", 8, &tokens_only(Some(90), Some(10))),
+            None
+        );
         // A zero limit allows nothing.
         assert_eq!(
-            ledger.exhausted("carol", 8, Some(0), None),
+            ledger.exhausted("carol", 8, &tokens_only(Some(0), None)),
             Some(Budget::Global)
         );
     }

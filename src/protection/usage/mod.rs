@@ -19,7 +19,7 @@ mod writer;
 pub use self::ledger::Ledger;
 pub(crate) use self::{
     event::{parse_usage, top_level_type, watched, Watched},
-    ledger::{utc_day, Budget},
+    ledger::{utc_day, Budget, Budgets, Spent},
     lock::StateLock,
     writer::Writer,
 };
@@ -43,6 +43,10 @@ pub struct Usage {
     pub input_audio: u64,
     pub input_image: u64,
     pub input_cached: u64,
+    /// Of `input_cached`, the text and the audio tokens (`cached_tokens_details`); cached
+    /// tokens the upstream does not split are priced at the full input rate.
+    pub input_cached_text: u64,
+    pub input_cached_audio: u64,
     pub output_text: u64,
     pub output_audio: u64,
     /// Input audio transcribed and billed by duration (`"usage":{"type":"duration",...}`), in
@@ -50,6 +54,12 @@ pub struct Usage {
     /// count tokens only, so this is not in `Usage::billable`.
     #[serde(rename = "audio_seconds", with = "seconds")]
     pub audio_millis: u64,
+    /// What these counts cost, in billionths of a US dollar, priced when they were counted
+    /// (`protection/pricing.rs`): whole numbers, so sums and budgets are exact.
+    pub cost_nano_usd: u64,
+    /// Usage reports that were not (fully) priced: a model with no price and no `default`
+    /// entry, or a count its price entry has no rate for.
+    pub unpriced: u64,
 }
 
 impl Usage {
@@ -65,6 +75,20 @@ impl Usage {
         self.output_text = self.output_text.saturating_add(other.output_text);
         self.output_audio = self.output_audio.saturating_add(other.output_audio);
         self.audio_millis = self.audio_millis.saturating_add(other.audio_millis);
+        self.input_cached_text = self
+            .input_cached_text
+            .saturating_add(other.input_cached_text);
+        self.input_cached_audio = self
+            .input_cached_audio
+            .saturating_add(other.input_cached_audio);
+        self.cost_nano_usd = self.cost_nano_usd.saturating_add(other.cost_nano_usd);
+        self.unpriced = self.unpriced.saturating_add(other.unpriced);
+    }
+
+    /// The cost in US dollars, for `/stats`, `/metrics` and logs (the exact figure stays in
+    /// `cost_nano_usd`).
+    pub(crate) fn cost_usd(&self) -> f64 {
+        nano_to_usd(self.cost_nano_usd)
     }
 
     /// Seconds of audio billed by duration.
@@ -77,7 +101,7 @@ impl Usage {
         self.largest() <= MAX_EVENT_TOKENS
     }
 
-    /// The largest of the counts.
+    /// The largest of the token counts.
     pub(crate) fn largest(&self) -> u64 {
         [
             self.input_tokens,
@@ -87,6 +111,8 @@ impl Usage {
             self.input_audio,
             self.input_image,
             self.input_cached,
+            self.input_cached_text,
+            self.input_cached_audio,
             self.output_text,
             self.output_audio,
         ]
@@ -116,6 +142,47 @@ impl Usage {
             ("output_audio", self.output_audio),
         ]
     }
+}
+
+/// Billionths of a dollar as dollars.
+pub(crate) fn nano_to_usd(nano: u64) -> f64 {
+    nano as f64 / 1e9
+}
+
+/// Dollars as whole billionths, if `usd` is a finite, non-negative amount below a billion.
+pub(crate) fn usd_to_nano(usd: f64) -> Option<u64> {
+    (usd.is_finite() && (0.0..1e9).contains(&usd)).then(|| (usd * 1e9).round() as u64)
+}
+
+/// [`Usage`] as `/stats` shows it: every count, and the cost in dollars beside the exact
+/// `cost_nano_usd`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Shown {
+    #[serde(flatten)]
+    usage: Usage,
+    cost_usd: f64,
+}
+
+impl From<Usage> for Shown {
+    fn from(usage: Usage) -> Shown {
+        Shown {
+            usage,
+            cost_usd: usage.cost_usd(),
+        }
+    }
+}
+
+/// For `#[serde(serialize_with)]`: a [`Usage`] written as [`Shown`].
+pub(crate) fn shown<S: serde::Serializer>(u: &Usage, s: S) -> Result<S::Ok, S::Error> {
+    Shown::from(*u).serialize(s)
+}
+
+/// For `#[serde(serialize_with)]`: a map of [`Usage`] written as [`Shown`].
+pub(crate) fn shown_map<S: serde::Serializer>(
+    map: &std::collections::BTreeMap<String, Usage>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(k, u)| (k, Shown::from(*u))))
 }
 
 /// Milliseconds kept as integers (so [`Usage`] stays `Eq` and sums exactly), written and read as
@@ -185,7 +252,7 @@ pub(crate) mod tests {
     fn plausible_caps_every_field() {
         assert!(Usage::default().plausible());
         assert!(tokens(MAX_EVENT_TOKENS).plausible());
-        let fields: [fn(&mut Usage) -> &mut u64; 9] = [
+        let fields: [fn(&mut Usage) -> &mut u64; 11] = [
             |u| &mut u.input_tokens,
             |u| &mut u.output_tokens,
             |u| &mut u.total_tokens,
@@ -193,6 +260,8 @@ pub(crate) mod tests {
             |u| &mut u.input_audio,
             |u| &mut u.input_image,
             |u| &mut u.input_cached,
+            |u| &mut u.input_cached_text,
+            |u| &mut u.input_cached_audio,
             |u| &mut u.output_text,
             |u| &mut u.output_audio,
         ];
