@@ -107,6 +107,19 @@ elif [ "${#missing[@]}" -gt 0 ]; then
     echo "== missing ${missing[*]}: the tests that run them will be skipped (listed at the end)"
 fi
 
+# The official OpenAI Python SDK, for tests/relay/policy/sdk.rs: from PyPI into target/ (no root
+# needed), pinned; its test is skipped, with a line saying so, when it cannot be installed.
+sdk_dir="$PWD/target/python-sdk"
+if [ -z "$dry_run" ] && [ ! -d "$sdk_dir/openai" ] && command -v python3 >/dev/null 2>&1; then
+    echo "== installing the OpenAI Python SDK into target/python-sdk (pip, from PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$sdk_dir" \
+        "openai[realtime]==3.63.0" ||
+        echo "tests/run.sh: could not install the OpenAI Python SDK; its test will be skipped" >&2
+fi
+if [ -d "$sdk_dir/openai" ]; then
+    export RELAY_PYTHON_SDK="$sdk_dir"
+fi
+
 require="$(
     IFS=,
     echo "${present[*]}"

@@ -8,6 +8,7 @@
 
 mod identity;
 mod locks;
+mod sdk;
 
 use std::{path::PathBuf, time::Duration};
 
