@@ -64,12 +64,12 @@ if [ "$FEATURE" = redis ]; then
     wait_for_line "$WORK/redis.log" 'Ready to accept connections' 20 || die "redis-server did not start"
     WITH=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
 else
-    # Locks and a ceiling, no pinned session: the echo upstream must only echo the client.
+    # Locks, no pinned session (nor a ceiling, which pins one): the echo upstream must only echo
+    # the client's own events.
     cat >"$WORK/policy.toml" <<'TOML'
 [policies.default]
 locked = ["instructions", "tools", "tool_choice", "audio.output.voice", "model"]
 on_violation = "strip"
-max_output_tokens = 1024
 TOML
     WITH=(SESSION_POLICY_FILE="$WORK/policy.toml")
 fi
