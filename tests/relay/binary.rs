@@ -199,6 +199,46 @@ async fn client_gone_is_logged_without_a_close_code() {
     p.kill().await;
 }
 
+/// The session's close line names the policy that applied and what its usage cost: a demo
+/// response under the `default` policy of SESSION_POLICY_FILE, priced by the shipped table.
+#[actix_web::test]
+async fn close_line_names_the_policy_and_the_cost() {
+    let mut p = Process::spawn_with_files(
+        "close-line-policy-cost",
+        &["--demo"],
+        &[
+            ("PORT", "0"),
+            ("HOST", "127.0.0.1"),
+            ("SESSION_POLICY_FILE", "policy.toml"),
+        ],
+        &[(
+            "policy.toml",
+            "[policies.default]\nlocked = [\"instructions\"]\n",
+        )],
+    );
+    let addr = p.listening().await;
+    let (_, mut ws) = connect_with(
+        &format!("ws://{addr}/v1/realtime?model=gpt-realtime-mini"),
+        &["realtime"],
+        &[],
+    )
+    .await
+    .expect("upgrade succeeds");
+    assert_eq!(next_json(&mut ws).await["type"], "session.created");
+    send_text(&mut ws, r#"{"type":"response.create"}"#).await;
+    while next_json(&mut ws).await["type"] != "response.done" {}
+    let _ = tokio::time::timeout(T, ws.close()).await;
+    let line = p.wait_line("session=1 closed").await;
+    assert!(line.contains(" policy=default "), "{line}");
+    let cost = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("cost_usd="))
+        .unwrap_or_else(|| panic!("no cost_usd: {line}"));
+    let cost: f64 = cost.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(cost > 0.0, "{line}");
+    p.kill().await;
+}
+
 /// `--demo` needs no key: a client gets session.created and a streamed response with usage.
 #[actix_web::test]
 async fn demo_mode_serves_a_full_session() {

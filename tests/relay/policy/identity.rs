@@ -94,3 +94,41 @@ hidden = ["instructions"]"#
     assert_eq!(h.fake.recorder().handshakes().len(), 2);
     h.stop().await;
 }
+
+/// A tokens-file entry's `policy` applies to its client: alice's entry names `open`, so her
+/// `session.created` shows the upstream's prompt, while bob (no policy in his entry) gets
+/// `default`, which hides it.
+#[actix_web::test]
+async fn tokens_file_entry_picks_the_policy() {
+    let toml = format!(
+        "{}\n[policies.open]\n",
+        default_policy(r#"hidden = ["instructions"]"#)
+    );
+    let tokens = std::env::temp_dir().join(format!(
+        "relay-test-policy-tokens-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &tokens,
+        "[[clients]]\nname = \"alice\"\ntoken = \"tok-alice-policy\"\npolicy = \"open\"\n\n\
+         [[clients]]\nname = \"bob\"\ntoken = \"tok-bob-policy\"\n",
+    )
+    .expect("write the tokens file");
+    let h = start_with(
+        Script::demo(),
+        &toml,
+        &[("RELAY_TOKENS_FILE", tokens.to_str().expect("utf-8"))],
+    )
+    .await;
+    let mut alice = open(&h, "tok-alice-policy").await;
+    let created = next_of(&mut alice, "session.created").await;
+    assert_eq!(
+        created["session"]["instructions"], "You are a demo voice on a fake upstream.",
+        "{created}"
+    );
+    let mut bob = open(&h, "tok-bob-policy").await;
+    let created = next_of(&mut bob, "session.created").await;
+    assert_eq!(created["session"].get("instructions"), None, "{created}");
+    h.stop().await;
+    let _ = std::fs::remove_file(&tokens);
+}
