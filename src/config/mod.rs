@@ -31,6 +31,7 @@ pub use crate::{
 use std::time::Duration;
 
 use self::source::Reader;
+pub(crate) use crate::protection::models::is_query_safe;
 
 /// Which origins may open a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,16 +260,6 @@ fn admin_listen(r: &mut Reader<'_>) -> Option<AdminListen> {
         port: r.port("ADMIN_PORT", 0),
         hostnames,
     })
-}
-
-/// Model names and intents go into the upstream query string; only this alphabet is let through,
-/// so a client cannot add parameters of its own.
-pub(crate) fn is_query_safe(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 128
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]

@@ -61,6 +61,16 @@ impl AllowedModels {
     }
 }
 
+/// Model names and intents go into the upstream query string; only this alphabet is let through,
+/// so a client cannot add parameters of its own.
+pub(crate) fn is_query_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// `list` admits `name`: an empty list admits everything.
 pub(crate) fn admits(list: &[String], name: &str) -> bool {
     list.is_empty() || list.iter().any(|m| m == name)

@@ -12,7 +12,7 @@ use std::{fmt, path::Path};
 use serde::Deserialize;
 
 use super::usage::usd_to_nano;
-use crate::{config::is_query_safe, secret::Secret};
+use crate::{protection::models::is_query_safe, secret::Secret};
 
 /// What a tokens-file entry says about its client beyond its name (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
