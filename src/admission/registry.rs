@@ -5,7 +5,9 @@
 //! `GetStats`; dialers report `ConnectTime` and `RecordUsage`; shutdown sends `Drain`, after
 //! which every session is told to end and nothing new is admitted. Its messages live in
 //! `msg.rs`. It lives as long as the relay and publishes the live count on a watch channel, so
-//! shutdown can wait for zero without polling.
+//! shutdown can wait for zero without polling. Two parts of it have files of their own:
+//! `registry/report.rs` builds `/stats`, `registry/shared.rs` is its side of the shared state
+//! (`REDIS_URL`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -33,6 +35,7 @@ use crate::{
     session::msg::{BudgetSpent, End, SessionHandle, SessionId},
 };
 
+mod report;
 mod shared;
 
 use self::shared::Shared;
@@ -337,96 +340,6 @@ impl Registry {
             .collect()
     }
 
-    pub(crate) fn stats(&self) -> Stats {
-        let m = &self.metrics;
-        let rejected_by_reason: BTreeMap<_, _> =
-            Metrics::by_label(&m.sessions_rejected, &REJECT_LABELS)
-                .into_iter()
-                .collect();
-        let failures: BTreeMap<_, _> =
-            Metrics::by_label(&m.upstream_connect_failures, &CONNECT_FAILURE_LABELS)
-                .into_iter()
-                .collect();
-        let closed_by_reason = Metrics::by_label(&m.sessions_closed, &SessionEnd::LABELS)
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        let sessions_by_model = self
-            .live_by_model
-            .iter()
-            .map(|(m, n)| (m.clone(), *n))
-            .collect();
-        let day = today();
-        let mut by_identity: Vec<IdentityUsage> = self
-            .ledger
-            .by_identity
-            .iter()
-            .filter(|_| self.ledger.day == day)
-            .map(|(identity, usage)| IdentityUsage {
-                identity: identity.clone(),
-                usage: *usage,
-                live_sessions: self.live_sessions_of(identity),
-            })
-            .collect();
-        // Ties in identity order, so the answer does not change between requests.
-        by_identity.sort_by(|a, b| {
-            (b.usage.billable(), &a.identity).cmp(&(a.usage.billable(), &b.identity))
-        });
-        let identities_today = by_identity.len();
-        by_identity.truncate(TOP_IDENTITIES);
-        let current = self.ledger.day == day;
-        let usage = UsageStats {
-            utc_day: day,
-            today: if current {
-                self.ledger.all
-            } else {
-                Usage::default()
-            },
-            lifetime: self.ledger.lifetime,
-            by_model: if current {
-                self.ledger.by_model.clone()
-            } else {
-                Default::default()
-            },
-            by_identity,
-            identities_today,
-            daily_token_budget: self.limits.daily_budget,
-            client_daily_token_budget: self.limits.client_budget,
-            daily_usd_budget: self.limits.daily_usd_budget.map(usage::nano_to_usd),
-            client_daily_usd_budget: self.limits.client_usd_budget.map(usage::nano_to_usd),
-            unpriced_models: self
-                .ledger
-                .by_model
-                .iter()
-                .filter(|(_, u)| current && u.unpriced > 0)
-                .map(|(m, _)| m.clone())
-                .collect(),
-        };
-        Stats {
-            uptime_seconds: self.uptime().as_secs(),
-            draining: self.draining,
-            active_sessions: self.sessions.len(),
-            sessions_by_model,
-            max_connections: self.max_connections,
-            total_sessions: m.sessions_opened.get(),
-            rejected_sessions: rejected_by_reason.values().sum(),
-            rejected_by_reason,
-            closed_by_reason,
-            client_to_upstream: DirectionStats {
-                messages: m.client_to_upstream.messages.get(),
-                bytes: m.client_to_upstream.bytes.get(),
-            },
-            upstream_to_client: DirectionStats {
-                messages: m.upstream_to_client.messages.get(),
-                bytes: m.upstream_to_client.bytes.get(),
-            },
-            upstream_connect_failures: failures.values().sum(),
-            upstream_connect_failures_by_reason: failures,
-            upstream_connect_latency: self.connect_times.latency(),
-            usage,
-        }
-    }
-
     /// Tells the sessions a spent budget covers (all of them for a global one) to end after
     /// their response.
     fn announce_spent(&self, budget: Budget, identity: &str) {
@@ -593,110 +506,4 @@ impl Handler<GetStats> for Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::msg::Tick;
-
-    /// A session that is never started: admission logic does not send to it.
-    struct Idle;
-
-    impl Actor for Idle {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<Tick> for Idle {
-        type Result = ();
-        fn handle(&mut self, _: Tick, _: &mut Context<Self>) {}
-    }
-
-    impl Handler<End> for Idle {
-        type Result = ();
-        fn handle(&mut self, _: End, _: &mut Context<Self>) {}
-    }
-
-    impl Handler<BudgetSpent> for Idle {
-        type Result = ();
-        fn handle(&mut self, _: BudgetSpent, _: &mut Context<Self>) {}
-    }
-
-    fn entry(identity: &str, model: &str) -> Entry {
-        let (tx, _rx) = actix::dev::channel::channel(1);
-        let addr: Addr<Idle> = Addr::new(tx);
-        Entry {
-            handle: SessionHandle {
-                tick: addr.clone().recipient(),
-                end: addr.clone().recipient(),
-                budget_spent: addr.recipient(),
-            },
-            model: model.into(),
-            identity: identity.into(),
-            credential_models: None,
-            usd_budget: None,
-            opened_at: Instant::now(),
-            client: None,
-            traffic: Default::default(),
-        }
-    }
-
-    #[test]
-    fn per_client_limit_and_release() {
-        let mut r = Registry::new(10, Arc::new(Metrics::default())).with_limits(Limits {
-            per_client: 1,
-            ..Limits::default()
-        });
-        let id = r.admit(entry("token:a", "m")).expect("first");
-        assert_eq!(
-            r.admit(entry("token:a", "m")),
-            Err(Rejected::TooManyConnections { max: 1 })
-        );
-        assert!(r.admit(entry("token:b", "m")).is_ok());
-        r.release(
-            id,
-            &SessionEnd::ClientClosed {
-                code: 1000,
-                reason: String::new(),
-            },
-        );
-        assert_eq!(r.live_sessions_of("token:a"), 0);
-        assert!(r.admit(entry("token:a", "m")).is_ok());
-        assert_eq!(r.live_sessions_of("token:a"), 1);
-        assert_eq!(r.live_sessions_of("token:b"), 1);
-        assert_eq!(r.stats().usage.by_identity.len(), 0);
-    }
-
-    #[test]
-    fn models_are_checked_against_both_lists() {
-        let mut r = Registry::new(10, Arc::new(Metrics::default())).with_limits(Limits {
-            allowed_models: vec!["gpt-realtime".into(), "gpt-realtime-mini".into()],
-            ..Limits::default()
-        });
-        assert!(matches!(
-            r.admit(entry("ip:1", "gpt-4o-realtime-preview")),
-            Err(Rejected::ModelNotAllowed { .. })
-        ));
-        let mut e = entry("jwt:u", "gpt-realtime");
-        e.credential_models = Some(vec!["gpt-realtime-mini".into()]);
-        assert!(matches!(r.admit(e), Err(Rejected::ModelNotAllowed { .. })));
-        assert!(r.admit(entry("ip:1", "gpt-realtime")).is_ok());
-    }
-
-    #[test]
-    fn spent_budget_refuses_new_sessions() {
-        let mut r = Registry::new(10, Arc::new(Metrics::default())).with_limits(Limits {
-            client_budget: Some(100),
-            ..Limits::default()
-        });
-        let used = Usage {
-            total_tokens: 100,
-            ..Usage::default()
-        };
-        assert_eq!(r.record_usage("token:a", "m", &used), Some(Budget::Client));
-        assert_eq!(
-            r.admit(entry("token:a", "m")),
-            Err(Rejected::BudgetExceeded {
-                budget: Budget::Client
-            })
-        );
-        assert!(r.admit(entry("token:b", "m")).is_ok());
-    }
-}
+mod tests;
