@@ -11,7 +11,8 @@
 //! - `server.rs`: [`FakeUpstream`], the listener, and the upgrade (record, delay, reject, accept);
 //! - `script.rs`: [`Script`] and [`Mode`], what a connection does;
 //! - `connection/`: one open WebSocket: what it sends on open, its read loop, its faults
-//!   (drop, stop reading); `demo.rs` the demo server, `stream.rs` the streamer;
+//!   (drop, stop reading); `demo.rs` the demo server (it listens with `hearing.rs` and answers
+//!   with `reply.rs` through `respond.rs`), `stream.rs` the streamer;
 //! - `recorder.rs`: [`Recorder`] and what it keeps ([`Handshake`], [`Received`], [`Closed`]).
 
 mod connection;

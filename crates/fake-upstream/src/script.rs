@@ -7,9 +7,14 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// GA-shaped demo server: `session.created` on open, `session.update` -> `session.updated`,
-    /// `response.create` -> a short deterministic streamed response ending in `response.done` with
-    /// usage, `input_audio_buffer.commit` -> `input_audio_buffer.committed`; unknown types -> an
-    /// OpenAI-shaped `error` event.
+    /// `input_audio_buffer.commit` -> `input_audio_buffer.committed`; unknown types -> an
+    /// OpenAI-shaped `error` event. `response.create` -> a short streamed response ending in
+    /// `response.done` with usage: after a commit of at least 100 ms of appended PCM16, a chime
+    /// and "I heard 1.4 seconds of audio." (the commit also gets a user item and its
+    /// transcription, "(1.4 seconds of audio)"); after a user text message, an echo of it;
+    /// otherwise always the same greeting with silent audio and 32 tokens. With server VAD in
+    /// the session (the default), appended audio loud enough is speech: `speech_started`, then
+    /// after 500 ms of quiet `speech_stopped`, the commit and the response without being asked.
     Demo,
     /// `session.created` on open, then every text/binary message is sent back unchanged.
     Echo,

@@ -1,5 +1,5 @@
 //! The awc client the unit tests talk to the fake with: connect, read the next frame or JSON
-//! event, send; every await bounded by [`T`].
+//! event or a whole response, send; every await bounded by [`T`].
 
 use std::time::Duration;
 
@@ -64,4 +64,36 @@ where
         .await
         .expect("send in time")
         .expect("send ok");
+}
+
+/// Sends `events` in order.
+pub(crate) async fn send_all<S>(framed: &mut S, events: &[String])
+where
+    S: futures_util::Sink<ws::Message, Error = actix_ws::ProtocolError> + Unpin,
+{
+    for event in events {
+        send(framed, ws::Message::Text(event.clone().into())).await;
+    }
+}
+
+/// Every event up to and including the next `response.done`.
+pub(crate) async fn until_done<S>(framed: &mut S) -> Vec<Value>
+where
+    S: futures_util::Stream<Item = Result<ws::Frame, actix_ws::ProtocolError>> + Unpin,
+{
+    let mut events = Vec::new();
+    loop {
+        let event = next_json(framed).await;
+        let done = event["type"] == "response.done";
+        events.push(event);
+        if done {
+            return events;
+        }
+        assert!(events.len() < 100, "no response.done in {events:?}");
+    }
+}
+
+/// The events of type `kind` among `events`.
+pub(crate) fn of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
 }

@@ -1,9 +1,14 @@
 //! One upgraded WebSocket: `Connection::run` sends `session.created` and whatever else the
 //! script says to send on open, then reads until the client closes or goes away, answering as its
-//! [`Mode`] says (`demo.rs` for the demo server, `stream.rs` for the streamer). It records every
-//! message and how the connection ended. Started by `server.rs` per upgrade; ends with the socket.
+//! [`Mode`] says (`demo.rs` for the demo server, with `hearing.rs`, `reply.rs`, `respond.rs` and
+//! `pcm.rs`; `stream.rs` for the streamer). It records every message and how the connection
+//! ended. Started by `server.rs` per upgrade; ends with the socket.
 
 mod demo;
+mod hearing;
+mod pcm;
+mod reply;
+mod respond;
 mod stream;
 
 use std::sync::Arc;
@@ -15,6 +20,8 @@ use serde_json::{json, Map, Value};
 
 use crate::recorder::{Closed, Frame, Recorder};
 use crate::script::{Mode, Script};
+use hearing::Ear;
+use reply::Prompt;
 use stream::stream_deltas;
 
 /// How long a connection waits for the client's answer after the fake sent a Close frame.
@@ -48,6 +55,12 @@ pub(crate) struct Connection {
     /// Set by the demo response when it has sent [`Script::drop_after_deltas`] deltas: the read
     /// loop then drops the connection. Holds the number of deltas sent.
     dropping_after: Option<usize>,
+    /// Demo mode: the input audio buffer, counted, and server VAD's state.
+    ear: Ear,
+    /// Demo mode: the item of the speech server VAD has heard start, until it stops.
+    speech_item: Option<String>,
+    /// Demo mode: what the next response answers.
+    prompt: Prompt,
 }
 
 impl Connection {
@@ -70,6 +83,9 @@ impl Connection {
             next_id: 0,
             session_config: Value::Null,
             dropping_after: None,
+            ear: Ear::default(),
+            speech_item: None,
+            prompt: Prompt::Nothing,
         }
     }
 
