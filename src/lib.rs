@@ -22,7 +22,8 @@
 //!   as `***`.
 //! - `close.rs`: every way a session ends: close code, `error` event, metric label.
 //! - `http/`: `upgrade.rs` (the WebSocket entry points, refusals before the upgrade, client
-//!   identity) and `admin.rs` (`/health`, `/stats`, `/metrics`, CORS, 404).
+//!   identity), `console.rs` (the console page of `console/`, embedded) and `admin.rs`
+//!   (`/health`, `/stats`, `/metrics`, CORS, 404).
 //! - `admission/`: the `Registry` (capacity, models, budgets, per-client limits, the usage
 //!   ledger; `registry/shared.rs` its side of the shared state), its messages, `/stats`, and the
 //!   `Reaper` (heartbeats, idle eviction).

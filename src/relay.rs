@@ -211,6 +211,7 @@ fn http_server(
         }
         None => PolicyBook::default(),
     });
+    let console = http::console::Console::new(config, &dialing.pricing).map(web::Data::new);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -225,6 +226,7 @@ fn http_server(
                     usage: state.registry.clone().recipient(),
                 },
             ))
+            .configure(|cfg| http::console::routes(cfg, console.clone()))
             .configure(http::routes)
     })
     .on_connect(move |conn, _| {

@@ -3,7 +3,7 @@
 #
 # The test targets tests/nginx/, tests/prometheus/ and tests/redis/ run the real Nginx (and
 # openssl), Prometheus, promtool and Alertmanager, and redis-server; tests/relay/, the rest of the
-# suite, needs none of them.
+# suite, needs only Node.js (`node --check` on the console's scripts).
 # Under plain `cargo test` a test whose program is missing says on stderr that it is skipped, and
 # passes. This script leaves nothing skipped unsaid:
 #
@@ -30,7 +30,7 @@ export RELAY_TOOLS_PATH="$tools_path"
 dry_run="${RELAY_RUN_SH_DRY_RUN:-}"
 
 # Every program a test runs; tests/relay/deploy/run_sh.rs checks that the tests ask for no other.
-tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool redis-server)
+tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool redis-server node)
 
 package_of() {
     case "$1" in
@@ -39,6 +39,7 @@ package_of() {
     promtool | prometheus) echo prometheus ;;
     prometheus-alertmanager | amtool) echo prometheus-alertmanager ;;
     redis-server) echo redis-server ;;
+    node) echo nodejs ;;
     esac
 }
 
@@ -46,6 +47,7 @@ tests_of() {
     case "$1" in
     nginx | openssl) echo tests/nginx/ ;;
     redis-server) echo tests/redis/ ;;
+    node) echo tests/relay/ ;;
     *) echo tests/prometheus/ ;;
     esac
 }
@@ -132,7 +134,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     {
         echo
         echo "tests/run.sh: these tests could not run, their programs are not installed:"
-        for file in tests/nginx/ tests/prometheus/ tests/redis/; do
+        for file in tests/nginx/ tests/prometheus/ tests/redis/ tests/relay/; do
             needs=()
             for tool in "${missing[@]}"; do
                 if [ "$(tests_of "$tool")" = "$file" ]; then

@@ -9,6 +9,7 @@
 //! HTTP face and the upstream dialer read it.
 
 mod cluster;
+mod console;
 mod cost;
 mod policy;
 mod protection;
@@ -100,6 +101,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `SESSION_POLICY_FILE`: what every session pins, locks and hides.
     pub session_policies: Option<SessionPolicies>,
+    /// `CONSOLE`: whether `/console` (the browser console) is served.
+    pub console: bool,
     pub debug: bool,
 }
 
@@ -159,6 +162,7 @@ impl Config {
             cost: Cost::read(&mut r),
             redis: cluster::read(&mut r),
             session_policies: policy::read(&mut r),
+            console: console::read(&mut r, keys, production),
             debug: r.boolean("DEBUG", false),
         };
         r.finish()?;

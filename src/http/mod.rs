@@ -1,10 +1,12 @@
 //! The HTTP face of the relay: what every worker shares (`AppState`), the routes, and the
 //! helpers both halves use. The WebSocket entry points (`/`, `/realtime`, `/v1/realtime`) are in
-//! `upgrade.rs`; `/health`, `/stats`, `/metrics` and everything else in `admin.rs`. Everything
+//! `upgrade.rs`; the console page (`/console`, its files and `/console/config`) in `console.rs`;
+//! `/health`, `/stats`, `/metrics` and everything else in `admin.rs`. Everything
 //! that can be refused before the upgrade is refused with JSON; everything after the upgrade
 //! belongs to a `Session`.
 
 pub(crate) mod admin;
+pub(crate) mod console;
 pub(crate) mod upgrade;
 
 use std::{

@@ -1,9 +1,10 @@
 //! The relay's HTTP face: `/health`, `/stats`, `/metrics` (`admin`), the 426 hint on the
 //! WebSocket paths and Origin checks before the upgrade (`origins`), CORS for dashboards
-//! (`cors`), and no key in any response (`secrets`). Here: the requests these tests send, each
-//! with a timeout around it.
+//! (`cors`), the browser console (`console`), and no key in any response (`secrets`). Here:
+//! the requests these tests send, each with a timeout around it.
 
 mod admin;
+mod console;
 mod cors;
 mod origins;
 mod secrets;

@@ -1,0 +1,325 @@
+// The console's wiring: reads /console/config, opens the WebSocket to the relay (subprotocol
+// `realtime`, plus `openai-insecure-api-key.<token>` when tokens are on), and routes every event
+// to the transcript, the player, the usage panel and the log. Counters for tests and the curious
+// are on `window.relayConsole`.
+
+import { Mic, Player, bytesToBase64 } from './audio.mjs';
+import { EventLog, explainClose, explainCode } from './events.mjs';
+import { Transcript, Usage } from './panels.mjs';
+
+const $ = (id) => document.getElementById(id);
+
+const stats = {
+  state: 'disconnected',
+  eventsIn: 0,
+  eventsOut: 0,
+  samplesSent: 0,
+  samplesScheduled: 0,
+  playbackCuts: 0,
+  lastError: null,
+  lastClose: null,
+  usage: { responses: 0, input_tokens: 0, output_tokens: 0, total_tokens: 0, cost_usd: 0, unpriced: 0 },
+  config: null,
+};
+window.relayConsole = stats;
+
+const log = new EventLog($('events'), $('filter'));
+const transcript = new Transcript($('transcript'));
+const usage = new Usage(stats, {
+  responses: $('u-responses'), input: $('u-input'), output: $('u-output'),
+  total: $('u-total'), cost: $('u-cost'), note: $('u-note'),
+});
+const player = new Player(stats);
+let ws = null;
+let talking = false;
+let localKey = 0;
+let model = '';
+
+const STATE_WORDS = {
+  disconnected: 'Disconnected',
+  connecting: 'Connecting\u2026',
+  connected: 'Connected',
+  closing: 'Disconnecting\u2026',
+};
+
+function setState(state, words) {
+  stats.state = state;
+  const el = $('state');
+  el.dataset.state = state;
+  el.textContent = words || STATE_WORDS[state] || state;
+  const open = state === 'connected';
+  for (const id of ['handsfree', 'text', 'send', 'apply']) $(id).disabled = !open;
+  $('ptt').disabled = !open || $('handsfree').checked;
+  $('connect-btn').textContent = state === 'disconnected' ? 'Connect' : 'Disconnect';
+  $('model').disabled = state !== 'disconnected';
+  $('token').disabled = state !== 'disconnected';
+}
+
+function explain(text) {
+  const el = $('explain');
+  el.hidden = !text;
+  el.textContent = text || '';
+}
+
+function send(event) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(event));
+  stats.eventsOut += 1;
+  log.add('out', event);
+  return true;
+}
+
+const mic = new Mic(
+  (pcm) => {
+    if (!(talking || $('handsfree').checked)) return;
+    if (send({ type: 'input_audio_buffer.append', audio: bytesToBase64(new Uint8Array(pcm.buffer)) })) {
+      stats.samplesSent += pcm.length;
+    }
+  },
+  (peak) => { $('level').value = peak; },
+);
+
+// Interrupts the assistant: stops playback and tells the relay how much was heard.
+function interrupt() {
+  const cut = player.stop();
+  if (cut) {
+    send({
+      type: 'conversation.item.truncate',
+      item_id: cut.itemId,
+      content_index: cut.contentIndex,
+      audio_end_ms: cut.audioEndMs,
+    });
+  }
+}
+
+function onEvent(e) {
+  switch (e.type) {
+    case 'session.created':
+      fillSession(e.session || {}, false);
+      startSession();
+      break;
+    case 'session.updated':
+      fillSession(e.session || {}, true);
+      break;
+    case 'input_audio_buffer.speech_started':
+      interrupt();
+      break;
+    case 'conversation.item.input_audio_transcription.delta':
+      transcript.append(e.item_id, 'user', e.delta || '');
+      break;
+    case 'conversation.item.input_audio_transcription.completed':
+      transcript.set(e.item_id, 'user', e.transcript || '');
+      break;
+    case 'input_audio_buffer.committed':
+      if (stats.config.transcription_model) transcript.pending(e.item_id, 'user');
+      else transcript.set(e.item_id, 'user', '(audio, not transcribed)');
+      break;
+    case 'response.output_audio.delta':
+    case 'response.audio.delta':
+      player.play(e.item_id, e.content_index || 0, e.delta || '');
+      break;
+    case 'response.output_audio_transcript.delta':
+    case 'response.audio_transcript.delta':
+    case 'response.output_text.delta':
+    case 'response.text.delta':
+      transcript.append(e.item_id, 'assistant', e.delta || '');
+      break;
+    case 'response.done':
+      usage.add(e.response && e.response.usage, (stats.config.prices || {})[model]);
+      break;
+    case 'error': {
+      const err = e.error || {};
+      stats.lastError = { code: err.code || null, message: err.message || '', explanation: explainCode(err.code, err.message) };
+      explain(stats.lastError.explanation);
+      break;
+    }
+    default:
+  }
+}
+
+function connect() {
+  const token = $('token').value.trim();
+  if (stats.config.tokens && !token) {
+    explain('This relay needs a client token: enter it above.');
+    return;
+  }
+  player.ensure();
+  model = $('model').value;
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const url = `${scheme}://${location.host}/realtime?model=${encodeURIComponent(model)}`;
+  const protocols = ['realtime'];
+  if (token) protocols.push(`openai-insecure-api-key.${token}`);
+  explain('');
+  stats.lastError = null;
+  let socket;
+  try {
+    socket = new WebSocket(url, protocols);
+  } catch (err) {
+    explain(`Cannot connect: ${err.message} (a token may hold only letters, digits and - _ . ~ and similar).`);
+    return;
+  }
+  setState('connecting');
+  ws = socket;
+  socket.onopen = () => {
+    setState('connected');
+    mic.start().then(
+      () => { if (ws === socket) $('mic-state').textContent = 'Microphone on.'; },
+      (err) => {
+        if (ws === socket) $('mic-state').textContent = `Microphone unavailable (${err.name || err}): text still works.`;
+      },
+    );
+  };
+  socket.onmessage = (m) => {
+    if (typeof m.data !== 'string') return;
+    let e;
+    try { e = JSON.parse(m.data); } catch (_) { return; }
+    stats.eventsIn += 1;
+    log.add('in', e);
+    onEvent(e);
+  };
+  socket.onclose = (c) => {
+    if (ws !== socket) return;
+    ws = null;
+    talking = false;
+    mic.stop();
+    player.stop();
+    $('mic-state').textContent = 'Microphone off.';
+    stats.lastClose = { code: c.code, reason: c.reason };
+    const words = explainClose(c.code, c.reason);
+    setState('disconnected', `Disconnected: ${words}`);
+    if (c.code !== 1000 || stats.lastError) explain(stats.lastError ? stats.lastError.explanation : words);
+  };
+}
+
+function disconnect() {
+  if (!ws) return;
+  setState('closing');
+  ws.close(1000, 'console disconnect');
+}
+
+// Push to talk: pressing interrupts the assistant and starts a fresh buffer; releasing commits
+// it and asks for a response.
+function pressTalk() {
+  if (talking || stats.state !== 'connected' || $('handsfree').checked) return;
+  talking = true;
+  $('ptt').setAttribute('aria-pressed', 'true');
+  interrupt();
+  send({ type: 'input_audio_buffer.clear' });
+}
+
+function releaseTalk() {
+  if (!talking) return;
+  talking = false;
+  $('ptt').setAttribute('aria-pressed', 'false');
+  send({ type: 'input_audio_buffer.commit' });
+  send({ type: 'response.create' });
+}
+
+function turnDetection(kind) {
+  return kind === 'none' ? null : { type: kind };
+}
+
+function sessionUpdate(session) {
+  send({ type: 'session.update', session: { type: 'realtime', ...session } });
+}
+
+// Shows what the session says; the turn detection only once it is the page's own choice.
+function fillSession(s, withTurn) {
+  if (typeof s.instructions === 'string' && document.activeElement !== $('instructions')) {
+    $('instructions').value = s.instructions;
+  }
+  const td = s.audio && s.audio.input && s.audio.input.turn_detection;
+  if (withTurn && td !== undefined) {
+    $('turn').value = td && td.type ? td.type : 'none';
+    setHandsFree(!!td);
+  }
+}
+
+function setHandsFree(on) {
+  $('handsfree').checked = on;
+  $('ptt').disabled = on || stats.state !== 'connected';
+}
+
+// The page's own turn-taking (push to talk unless hands-free is ticked) and, when the relay
+// allows a transcription model, the user's speech transcribed.
+function startSession() {
+  const input = { turn_detection: turnDetection($('handsfree').checked ? 'server_vad' : 'none') };
+  const tm = stats.config.transcription_model;
+  if (tm) input.transcription = { model: tm };
+  sessionUpdate({ audio: { input } });
+}
+
+function wire() {
+  $('connect-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    if (ws) disconnect(); else connect();
+  });
+  const ptt = $('ptt');
+  ptt.addEventListener('pointerdown', (ev) => { ev.preventDefault(); pressTalk(); });
+  ptt.addEventListener('pointerup', releaseTalk);
+  ptt.addEventListener('pointerleave', releaseTalk);
+  ptt.addEventListener('pointercancel', releaseTalk);
+  // The space bar talks anywhere but in a field, and on the button itself.
+  const typing = (t) => t instanceof HTMLElement && (t.matches('input, textarea, select') || (t.matches('button') && t !== ptt));
+  document.addEventListener('keydown', (ev) => {
+    if (ev.code !== 'Space' || typing(ev.target)) return;
+    ev.preventDefault();
+    if (!ev.repeat) pressTalk();
+  });
+  document.addEventListener('keyup', (ev) => {
+    if (ev.code !== 'Space' || typing(ev.target)) return;
+    ev.preventDefault();
+    releaseTalk();
+  });
+  $('handsfree').addEventListener('change', () => {
+    const on = $('handsfree').checked;
+    setHandsFree(on);
+    $('turn').value = on ? 'server_vad' : 'none';
+    sessionUpdate({ audio: { input: { turn_detection: turnDetection($('turn').value) } } });
+  });
+  $('text-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const text = $('text').value.trim();
+    if (!text) return;
+    interrupt();
+    send({
+      type: 'conversation.item.create',
+      item: { type: 'message', role: 'user', content: [{ type: 'input_text', text }] },
+    });
+    send({ type: 'response.create' });
+    transcript.set(`local-${++localKey}`, 'user', text);
+    $('text').value = '';
+  });
+  $('session-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const session = {
+      instructions: $('instructions').value,
+      output_modalities: [$('modalities').value],
+      audio: { input: { turn_detection: turnDetection($('turn').value) } },
+    };
+    const voice = $('voice-name').value;
+    if (voice) session.audio.output = { voice };
+    setHandsFree($('turn').value !== 'none');
+    sessionUpdate(session);
+  });
+  $('clear-log').addEventListener('click', () => log.clear());
+}
+
+async function init() {
+  wire();
+  setState('disconnected');
+  usage.render();
+  try {
+    const res = await fetch('/console/config', { cache: 'no-store' });
+    stats.config = await res.json();
+  } catch (err) {
+    stats.config = { models: [], tokens: false, prices: {} };
+    explain(`Could not read /console/config (${err}).`);
+  }
+  const select = $('model');
+  for (const m of stats.config.models || []) select.append(new Option(m, m));
+  $('token-row').hidden = !stats.config.tokens;
+  $('version').textContent = `openai-realtime-relay ${stats.config.version || ''}`;
+}
+
+init();
