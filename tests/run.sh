@@ -2,8 +2,10 @@
 # The test suite, as README and .ci/run invoke it: `bash tests/run.sh [cargo test args...]`.
 #
 # The test targets tests/nginx/, tests/prometheus/ and tests/redis/ run the real Nginx (and
-# openssl), Prometheus, promtool and Alertmanager, and redis-server; tests/relay/, the rest of the
-# suite, needs only Node.js (`node --check` on the console's scripts).
+# openssl), Prometheus, promtool and Alertmanager, and redis-server; tests/browser/ drives the
+# console page in the real Chromium through Node.js and playwright-core (installed with npm into
+# target/node); tests/relay/, the rest of the suite, needs only Node.js (`node --check` on the
+# console's scripts).
 # Under plain `cargo test` a test whose program is missing says on stderr that it is skipped, and
 # passes. This script leaves nothing skipped unsaid:
 #
@@ -30,7 +32,7 @@ export RELAY_TOOLS_PATH="$tools_path"
 dry_run="${RELAY_RUN_SH_DRY_RUN:-}"
 
 # Every program a test runs; tests/relay/deploy/run_sh.rs checks that the tests ask for no other.
-tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool redis-server node)
+tools=(nginx openssl promtool prometheus prometheus-alertmanager amtool redis-server chromium node)
 
 package_of() {
     case "$1" in
@@ -39,6 +41,7 @@ package_of() {
     promtool | prometheus) echo prometheus ;;
     prometheus-alertmanager | amtool) echo prometheus-alertmanager ;;
     redis-server) echo redis-server ;;
+    chromium) echo chromium ;;
     node) echo nodejs ;;
     esac
 }
@@ -47,6 +50,7 @@ tests_of() {
     case "$1" in
     nginx | openssl) echo tests/nginx/ ;;
     redis-server) echo tests/redis/ ;;
+    chromium) echo tests/browser/ ;;
     node) echo tests/relay/ ;;
     *) echo tests/prometheus/ ;;
     esac
@@ -122,6 +126,18 @@ if [ -d "$sdk_dir/openai" ]; then
     export RELAY_PYTHON_SDK="$sdk_dir"
 fi
 
+# playwright-core, for tests/browser/ (it drives the system Chromium; it downloads no browser):
+# from npm into target/node, pinned; those tests are skipped, with a line saying so, without it.
+node_dir="$PWD/target/node"
+if [ -z "$dry_run" ] && [ ! -d "$node_dir/node_modules/playwright-core" ] && command -v npm >/dev/null 2>&1; then
+    echo "== installing playwright-core into target/node (npm)"
+    npm install --prefix "$node_dir" --no-audit --no-fund --silent playwright-core@1.65.2 ||
+        echo "tests/run.sh: could not install playwright-core; the browser tests will be skipped" >&2
+fi
+if [ -d "$node_dir/node_modules/playwright-core" ]; then
+    export RELAY_PLAYWRIGHT="$node_dir"
+fi
+
 require="$(
     IFS=,
     echo "${present[*]}"
@@ -134,7 +150,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     {
         echo
         echo "tests/run.sh: these tests could not run, their programs are not installed:"
-        for file in tests/nginx/ tests/prometheus/ tests/redis/ tests/relay/; do
+        for file in tests/nginx/ tests/prometheus/ tests/redis/ tests/browser/ tests/relay/; do
             needs=()
             for tool in "${missing[@]}"; do
                 if [ "$(tests_of "$tool")" = "$file" ]; then

@@ -91,10 +91,14 @@ fn run_sh_without_root_runs_what_it_can_then_lists_the_rest() {
         stderr.contains("  tests/redis/ (needs redis-server)"),
         "{all}"
     );
+    assert!(
+        stderr.contains("  tests/browser/ (needs chromium)"),
+        "{all}"
+    );
     assert!(!stderr.contains("tests/nginx/"), "{all}");
     assert!(
         stderr.contains(
-            "  sudo apt-get update && sudo apt-get install -y prometheus prometheus-alertmanager redis-server nodejs\n"
+            "  sudo apt-get update && sudo apt-get install -y prometheus prometheus-alertmanager redis-server chromium nodejs\n"
         ),
         "{all}"
     );
@@ -141,9 +145,9 @@ fn run_sh_as_root_says_what_it_installs_first() {
     );
     let tools = run_sh_tools().join(",");
     let steps = [
-        "== installing openssl prometheus prometheus-alertmanager redis-server nodejs with apt-get (missing: openssl promtool prometheus prometheus-alertmanager amtool redis-server node)\n".to_string(),
+        "== installing openssl prometheus prometheus-alertmanager redis-server chromium nodejs with apt-get (missing: openssl promtool prometheus prometheus-alertmanager amtool redis-server chromium node)\n".to_string(),
         "dry run: apt-get update\n".to_string(),
-        "dry run: apt-get install -y --no-install-recommends openssl prometheus prometheus-alertmanager redis-server nodejs\n".to_string(),
+        "dry run: apt-get install -y --no-install-recommends openssl prometheus prometheus-alertmanager redis-server chromium nodejs\n".to_string(),
         format!("dry run: env RELAY_TESTS_REQUIRE={tools} cargo test --workspace --locked -p openai-realtime-relay\n"),
     ];
     let mut at = 0;
