@@ -3,10 +3,20 @@
 //
 //   node tests/browser/console.mjs conversation <url> <out.json> [screenshot.png]
 //   node tests/browser/console.mjs refused <url> <out.json> [token]
+//   node tests/browser/console.mjs phone <url> <out.json>
+//   node tests/browser/console.mjs keyboard <url> <out.json>
+//   node tests/browser/console.mjs handsfree|bargein <url> <out.json>
 //
 // `conversation`: connect, wait for session.created, hold the space bar about a second, wait for
 // both transcripts and played audio, send a text message and wait for its answer.
 // `refused`: connect (with `token` when given) and wait for the page to say why it was refused.
+// `phone`: a 375x740 viewport; connect, measure horizontal overflow, check the talk button and
+// the message box are visible, send a text and wait for its answer.
+// `handsfree`: the fake microphone loops a loud tone and silence; connect, tick hands-free, wait
+// for the fake's server VAD to hear speech and for the answer, with nothing pressed.
+// `bargein`: as `handsfree`, then wait for the next tone to interrupt the playing answer.
+// `keyboard`: from page load, only Tab and Enter: reach Connect, press Enter, reach the message
+// box, type, press Enter, wait for the answer; records each focused control's outline.
 // Every wait is a waitForFunction with a timeout; the whole run is bounded by the Rust side too.
 // playwright-core comes from $RELAY_PLAYWRIGHT/node_modules; Chromium from $RELAY_CHROMIUM.
 
@@ -25,12 +35,41 @@ const step = (name) => result.steps.push(name);
 const profile = mkdtempSync(join(tmpdir(), 'relay-chromium-'));
 let context;
 
+// A WAV the fake microphone loops instead of its default beeps (too faint and too short for the
+// fake's server VAD): a second of a loud 440 Hz tone (RMS about 5700, well over the fake's speech
+// level of 500) then `quiet` seconds of silence (more than the 500 ms that end speech), 16-bit
+// mono at 48 kHz. With 0.6 s of quiet the next tone starts while the answer (about 1.2 s of
+// audio) is still playing: a barge-in.
+function speechWav(dir, quiet) {
+  const rate = 48000;
+  const samples = Math.round(rate * (1 + quiet));
+  const buf = Buffer.alloc(44 + samples * 2);
+  buf.write('RIFF', 0);
+  buf.writeUInt32LE(36 + samples * 2, 4);
+  buf.write('WAVEfmt ', 8);
+  buf.writeUInt32LE(16, 16);
+  buf.writeUInt16LE(1, 20);
+  buf.writeUInt16LE(1, 22);
+  buf.writeUInt32LE(rate, 24);
+  buf.writeUInt32LE(rate * 2, 28);
+  buf.writeUInt16LE(2, 32);
+  buf.writeUInt16LE(16, 34);
+  buf.write('data', 36);
+  buf.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < rate; i += 1) {
+    buf.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  }
+  const path = join(dir, 'speech.wav');
+  writeFileSync(path, buf);
+  return path;
+}
+
 try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.RELAY_CHROMIUM || '/usr/bin/chromium',
     headless: true,
     timeout: WAIT,
-    viewport: { width: 1280, height: 900 },
+    viewport: mode === 'phone' ? { width: 375, height: 740 } : { width: 1280, height: 900 },
     args: [
       '--no-sandbox',
       '--disable-gpu',
@@ -40,6 +79,8 @@ try {
       '--no-first-run',
       '--use-fake-device-for-media-stream',
       '--use-fake-ui-for-media-stream',
+      ...(mode === 'handsfree' ? [`--use-file-for-fake-audio-capture=${speechWav(profile, 2)}`] : []),
+      ...(mode === 'bargein' ? [`--use-file-for-fake-audio-capture=${speechWav(profile, 0.6)}`] : []),
     ],
   });
   const page = context.pages()[0] || (await context.newPage());
@@ -62,6 +103,15 @@ try {
       { timeout: WAIT },
     );
     step('refused');
+  } else if (mode === 'phone') {
+    await phone(page);
+  } else if (mode === 'handsfree') {
+    await handsFree(page);
+  } else if (mode === 'bargein') {
+    await handsFree(page);
+    await bargeIn(page);
+  } else if (mode === 'keyboard') {
+    await keyboard(page);
   } else {
     await conversation(page);
     if (extra) await page.screenshot({ path: extra, fullPage: true });
@@ -77,6 +127,7 @@ try {
   result.transcript = await page.$$eval('#transcript li', (lis) =>
     lis.map((li) => ({ className: li.className, text: li.textContent })),
   );
+  result.sentTypes = await page.$$eval('#events li.out', (lis) => lis.map((li) => li.dataset.type).reverse());
   result.eventTypes = await page.$$eval('#events li', (lis) => lis.map((li) => li.dataset.type).reverse());
 } catch (err) {
   result.failure = String(err && err.stack ? err.stack : err);
@@ -132,4 +183,108 @@ async function conversation(page) {
     { timeout: WAIT },
   );
   step('text answered');
+}
+
+async function connected(page) {
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('#events li')].some((li) => li.dataset.type === 'session.created')
+      && !document.getElementById('text').disabled,
+    null,
+    { timeout: WAIT },
+  );
+  step('session.created');
+}
+
+async function textAnswered(page, text, responses) {
+  await page.waitForFunction(
+    ([text, responses]) => window.relayConsole.usage.responses > responses
+      && [...document.querySelectorAll('#transcript li.assistant')].some((li) => li.textContent.includes(text)),
+    [text, responses],
+    { timeout: WAIT },
+  );
+  step('text answered');
+}
+
+async function phone(page) {
+  await page.click('#connect-btn');
+  await connected(page);
+  result.layout = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+  }));
+  result.pttVisible = await page.isVisible('#ptt');
+  result.textVisible = await page.isVisible('#text');
+  result.sendVisible = await page.isVisible('#send');
+  const responses = await page.evaluate(() => window.relayConsole.usage.responses);
+  await page.fill('#text', 'hello from a phone');
+  await page.click('#send');
+  await textAnswered(page, 'hello from a phone', responses);
+}
+
+// Presses Tab until the element with `id` has focus (at most 20 times), recording each focused
+// control and its computed outline in result.focused.
+async function tabTo(page, id) {
+  result.focused = result.focused || [];
+  for (let i = 0; i < 20; i += 1) {
+    await page.keyboard.press('Tab');
+    const f = await page.evaluate(() => {
+      const el = document.activeElement;
+      const cs = getComputedStyle(el);
+      return {
+        id: el.id,
+        tag: el.tagName,
+        outlineStyle: cs.outlineStyle,
+        outlineWidth: cs.outlineWidth,
+        focusVisible: el.matches(':focus-visible'),
+      };
+    });
+    result.focused.push(f);
+    if (f.id === id) return;
+  }
+  throw new Error(`Tab never reached #${id}`);
+}
+
+async function keyboard(page) {
+  await tabTo(page, 'connect-btn');
+  await page.keyboard.press('Enter');
+  await connected(page);
+  const responses = await page.evaluate(() => window.relayConsole.usage.responses);
+  await tabTo(page, 'text');
+  await page.keyboard.type('hello from the keyboard');
+  await page.keyboard.press('Enter');
+  await textAnswered(page, 'hello from the keyboard', responses);
+}
+
+async function handsFree(page) {
+  await page.click('#connect-btn');
+  await connected(page);
+  await page.waitForFunction(
+    () => document.getElementById('mic-state').textContent === 'Microphone on.',
+    null,
+    { timeout: WAIT },
+  );
+  step('microphone on');
+  await page.check('#handsfree');
+  step('hands-free');
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('#events li')].some((li) => li.dataset.type === 'input_audio_buffer.speech_started'),
+    null,
+    { timeout: WAIT },
+  );
+  step('speech_started');
+  await page.waitForFunction(() => window.relayConsole.usage.responses > 0, null, { timeout: WAIT });
+  step('answered');
+}
+
+// After a hands-free answer: the next tone, while the answer still plays, is speech_started; the
+// page stops playback and sends conversation.item.truncate.
+async function bargeIn(page) {
+  await page.waitForFunction(
+    () => window.relayConsole.samplesScheduled > 0
+      && window.relayConsole.playbackCuts > 0
+      && [...document.querySelectorAll('#events li.out')].some((li) => li.dataset.type === 'conversation.item.truncate'),
+    null,
+    { timeout: WAIT },
+  );
+  step('barged in');
 }

@@ -1,8 +1,8 @@
 //! The console page (`/console`, issue 13) driven in a real, headless Chromium: the relay
 //! in-process on port 0 in front of the fake upstream in demo mode, and `console.mjs` beside this
 //! file (Node and playwright-core) opening the page, talking to the model by push to talk and by
-//! text (`conversation`), and being refused in words (`refusals`). The script writes what it saw
-//! to a JSON file; these tests assert on it.
+//! text (`conversation`), at a phone width and by keyboard alone (`layout`), and being refused
+//! in words (`refusals`). The script writes what it saw to a JSON file; these tests assert on it.
 //!
 //! Needs `chromium` and `node` (Debian's packages) and playwright-core in `RELAY_PLAYWRIGHT` (a
 //! directory holding `node_modules`; `bash tests/run.sh` installs it into `target/node`): without
@@ -13,7 +13,9 @@
 mod common;
 
 mod conversation;
+mod layout;
 mod refusals;
+mod voice;
 
 use std::{
     io::Write,
