@@ -16,6 +16,10 @@ const stats = {
   samplesSent: 0,
   samplesScheduled: 0,
   playbackCuts: 0,
+  // Chunks of one answer that started later than the previous chunk ended (audio.mjs).
+  playbackGaps: 0,
+  // The highest microphone level seen while talking.
+  meterPeak: 0,
   lastError: null,
   lastClose: null,
   usage: { responses: 0, input_tokens: 0, output_tokens: 0, total_tokens: 0, cost_usd: 0, unpriced: 0 },
@@ -76,7 +80,10 @@ const mic = new Mic(
       stats.samplesSent += pcm.length;
     }
   },
-  (peak) => { $('level').value = peak; },
+  (peak) => {
+    $('level').value = peak;
+    if (talking) stats.meterPeak = Math.max(stats.meterPeak, peak);
+  },
 );
 
 // Interrupts the assistant: stops playback and tells the relay how much was heard.

@@ -101,6 +101,9 @@ export class Player {
     const at = Math.max(now + 0.05, this.nextTime);
     if (!this.item || this.item.id !== itemId) {
       this.item = { id: itemId, contentIndex, start: at, samples: 0 };
+    } else if (at > this.nextTime + 0.005) {
+      // The answer's previous chunk already ended: a gap heard in the middle of the answer.
+      this.stats.playbackGaps += 1;
     }
     this.item.samples += pcm.length;
     src.start(at);

@@ -6,6 +6,7 @@
 //   node tests/browser/console.mjs phone <url> <out.json>
 //   node tests/browser/console.mjs keyboard <url> <out.json>
 //   node tests/browser/console.mjs handsfree|bargein <url> <out.json>
+//   node tests/browser/console.mjs panels <url> <out.json>
 //
 // `conversation`: connect, wait for session.created, hold the space bar about a second, wait for
 // both transcripts and played audio, send a text message and wait for its answer.
@@ -17,6 +18,9 @@
 // `bargein`: as `handsfree`, then wait for the next tone to interrupt the playing answer.
 // `keyboard`: from page load, only Tab and Enter: reach Connect, press Enter, reach the message
 // box, type, press Enter, wait for the answer; records each focused control's outline.
+// `panels`: the `conversation` push-to-talk turn (the page records its meter peak while the space
+// bar is held), then the event log's type filter and an expanded row, an expanded audio event, and the
+// session editor's instructions and voice sent by "Send session.update".
 // Every wait is a waitForFunction with a timeout; the whole run is bounded by the Rust side too.
 // playwright-core comes from $RELAY_PLAYWRIGHT/node_modules; Chromium from $RELAY_CHROMIUM.
 
@@ -112,6 +116,8 @@ try {
     await bargeIn(page);
   } else if (mode === 'keyboard') {
     await keyboard(page);
+  } else if (mode === 'panels') {
+    await panels(page);
   } else {
     await conversation(page);
     if (extra) await page.screenshot({ path: extra, fullPage: true });
@@ -287,4 +293,43 @@ async function bargeIn(page) {
     { timeout: WAIT },
   );
   step('barged in');
+}
+
+// After a push-to-talk turn: the log's filter, an expanded row and an expanded audio event, then
+// the session editor.
+async function panels(page) {
+  await conversation(page);
+  await page.fill('#filter', 'response.done');
+  result.filtered = await page.$$eval('#events li', (lis) =>
+    lis.filter((li) => !li.hidden).map((li) => li.dataset.type),
+  );
+  result.hiddenCount = await page.$$eval('#events li', (lis) => lis.filter((li) => li.hidden).length);
+  await page.click('#events li:not([hidden]) summary');
+  result.expandedJson = await page.textContent('#events li:not([hidden]) pre');
+  await page.fill('#filter', 'audio.delta');
+  await page.click('#events li.in:not([hidden]) summary');
+  result.audioJson = await page.textContent('#events li.in:not([hidden]) pre');
+  await page.fill('#filter', '');
+  step('event log');
+  const instructions = 'Answer like a pirate, from the session editor.';
+  await page.fill('#instructions', instructions);
+  await page.selectOption('#voice-name', 'marin');
+  const updated = () => document.querySelectorAll('#events li.in[data-type="session.updated"]').length;
+  const before = await page.evaluate(updated);
+  await page.click('#apply');
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('#events li.in[data-type="session.updated"]').length > n,
+    before,
+    { timeout: WAIT },
+  );
+  // The last session.update sent and the last session.updated received, expanded.
+  const json = async (sel) => {
+    await page.click(`${sel} summary`);
+    return JSON.parse(await page.textContent(`${sel} pre`));
+  };
+  await page.fill('#filter', 'session.update');
+  result.sentUpdate = await json('#events li.out[data-type="session.update"]');
+  result.echoed = await json('#events li.in[data-type="session.updated"]');
+  result.instructionsField = await page.inputValue('#instructions');
+  step('session editor');
 }

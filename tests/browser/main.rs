@@ -1,7 +1,8 @@
 //! The console page (`/console`, issue 13) driven in a real, headless Chromium: the relay
 //! in-process on port 0 in front of the fake upstream in demo mode, and `console.mjs` beside this
 //! file (Node and playwright-core) opening the page, talking to the model by push to talk and by
-//! text (`conversation`), at a phone width and by keyboard alone (`layout`), and being refused
+//! text (`conversation`), at a phone width and by keyboard alone (`layout`), hands-free and
+//! barged in on (`voice`), using the log, session editor and meter (`panels`), and being refused
 //! in words (`refusals`). The script writes what it saw to a JSON file; these tests assert on it.
 //!
 //! Needs `chromium` and `node` (Debian's packages) and playwright-core in `RELAY_PLAYWRIGHT` (a
@@ -14,6 +15,7 @@ mod common;
 
 mod conversation;
 mod layout;
+mod panels;
 mod refusals;
 mod voice;
 
