@@ -25,7 +25,10 @@ use tokio::{
     },
 };
 
-use crate::common::{child::Process, poll::poll, stats, *};
+use crate::{
+    common::{child::Process, poll::poll, stats, *},
+    protocol::raw::{frame, one_byte_fragments, parse_server_header, CLOSE, FIN, TEXT},
+};
 
 /// Empty frames sent before the upstream opens are not free: with MAX_MESSAGE_SIZE=1024 the
 /// pre-open queue is full after 16 of them (64 bytes each), and the 17th ends the session with
@@ -406,33 +409,6 @@ fn accept(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const FIN: u8 = 0x80;
-/// The mask key of every client frame written here.
-const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
-
-/// A masked client frame of at most 125 bytes: first byte `first` (FIN and opcode), `payload`.
-fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() <= 125);
-    let mut bytes = vec![first, 0x80 | payload.len() as u8];
-    bytes.extend_from_slice(&MASK);
-    bytes.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
-    bytes
-}
-
-/// A message of `fragments` one-byte binary fragments (at least 2), as one buffer.
-fn one_byte_fragments(fragments: usize) -> Vec<u8> {
-    let mut bytes = frame(BINARY, b"x");
-    let middle = frame(0x0, b"x");
-    for _ in 2..fragments {
-        bytes.extend_from_slice(&middle);
-    }
-    bytes.extend(frame(FIN, b"x"));
-    bytes
-}
-
 /// How a flood ended: the `error` event's code, if one came, and the close frame's code and
 /// reason, if one came.
 #[derive(Debug, Default)]
@@ -539,24 +515,5 @@ async fn next_frame(read: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> Option<(u8, 
             Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-    }
-}
-
-/// The first byte, payload length and payload offset of the unmasked frame at the start of `buf`.
-fn parse_server_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let (&first, &second) = (buf.first()?, buf.get(1)?);
-    assert_eq!(second & 0x80, 0, "the relay masked a frame");
-    match second & 0x7F {
-        126 => Some((
-            first,
-            u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize,
-            4,
-        )),
-        127 => Some((
-            first,
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        )),
-        n => Some((first, n as usize, 2)),
     }
 }

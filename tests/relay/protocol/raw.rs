@@ -245,7 +245,7 @@ impl FrameReader {
 }
 
 /// The first byte, payload length and payload offset of the unmasked frame at the start of `buf`.
-fn parse_server_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
+pub fn parse_server_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
     let (&first, &second) = (buf.first()?, buf.get(1)?);
     assert_eq!(second & 0x80, 0, "the relay masked a frame");
     match second & 0x7F {
