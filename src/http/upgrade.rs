@@ -26,7 +26,7 @@ use crate::{
     protection::{
         identity::{presented_credential, AuthError, Identity},
         models::{url_names, AllowedModels},
-        policy::PolicyBook,
+        policy::{Applied, PolicyBook},
     },
     session::{
         actor::{self as session, say_goodbye, Session},
@@ -37,20 +37,20 @@ use crate::{
 
 /// What the client's URL asks for upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Query {
+pub(crate) struct Query {
     /// The upstream query string (`model=..`, `intent=..`).
-    upstream: String,
+    pub(crate) upstream: String,
     /// The session's name in logs, `/stats`, usage and the registry's model check: its model, or
     /// `intent:<intent>` when it has none.
-    model: String,
+    pub(crate) model: String,
     /// Every name the URL is held to `ALLOWED_MODELS` under (`protection/models.rs`).
-    names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 /// Shared state `relay::start` registers beside `AppState` (`ALLOWED_MODELS`, the refusal log).
 /// Without it (a relay wired without), an empty `AllowedModels` leaves the model to the
 /// registry's check and a fresh `RefusalLog` writes every refusal.
-fn shared<T: Default + 'static>(req: &HttpRequest) -> web::Data<T> {
+pub(crate) fn shared<T: Default + 'static>(req: &HttpRequest) -> web::Data<T> {
     req.app_data::<web::Data<T>>()
         .cloned()
         .unwrap_or_else(|| web::Data::new(T::default()))
@@ -131,14 +131,7 @@ pub(crate) async fn realtime(
     let refusals = shared::<RefusalLog>(&req);
     let policies = shared::<PolicyBook>(&req);
     let admitted = admit(&req, &state, &allowed, &query, ip).and_then(|(query, identity)| {
-        let policy = policies
-            .applied(identity.policy.as_deref())
-            .map_err(|name| SessionEnd::InvalidRequest {
-                detail: format!(
-                    "the credential names the session policy {name:?}, which this relay's \
-                     SESSION_POLICY_FILE does not define"
-                ),
-            })?;
+        let policy = session_policy(&policies, &identity)?;
         Ok((query, identity, policy))
     });
     match admitted {
@@ -183,6 +176,22 @@ pub(crate) async fn realtime(
     Ok(response)
 }
 
+/// The session policy the identity's credential names (`default` without a name), if
+/// `SESSION_POLICY_FILE` is set; a name the file does not define refuses the session.
+pub(crate) fn session_policy(
+    policies: &PolicyBook,
+    identity: &Identity,
+) -> Result<Option<Arc<Applied>>, SessionEnd> {
+    policies
+        .applied(identity.policy.as_deref())
+        .map_err(|name| SessionEnd::InvalidRequest {
+            detail: format!(
+                "the credential names the session policy {name:?}, which this relay's \
+                 SESSION_POLICY_FILE does not define"
+            ),
+        })
+}
+
 /// What is refused with plain JSON, before any WebSocket exists: the admin listener, a request
 /// that is not an upgrade (426), a drain (503), an origin not allowed (403).
 fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
@@ -207,6 +216,13 @@ fn refuse_before_upgrade(req: &HttpRequest, state: &AppState) -> Option<HttpResp
                 })),
         );
     }
+    refuse_unwelcome(req, state)
+}
+
+/// What is refused with plain JSON before a session of either transport (a WebSocket upgrade,
+/// a WebRTC call) is considered: a drain (503), the shared state down in closed mode (503), an
+/// origin not allowed (403).
+pub(crate) fn refuse_unwelcome(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     if state.is_draining() {
         state.count_rejection("server_shutting_down");
         return Some(json_error(
@@ -289,7 +305,7 @@ fn malformed(req: &HttpRequest) -> Option<HttpResponse> {
 /// of the URL besides the session's own (the `intent:..` of `?model=..&intent=..`) that
 /// `ALLOWED_MODELS` or the credential's `models` does not allow. The session's own name is
 /// checked at admission, in the registry's order.
-fn admit(
+pub(crate) fn admit(
     req: &HttpRequest,
     state: &AppState,
     allowed: &AllowedModels,
