@@ -22,8 +22,12 @@
 //!   as `***`.
 //! - `close.rs`: every way a session ends: close code, `error` event, metric label.
 //! - `http/`: `upgrade.rs` (the WebSocket entry points, refusals before the upgrade, client
-//!   identity), `console.rs` (the console page of `console/`, embedded) and `admin.rs`
-//!   (`/health`, `/stats`, `/metrics`, CORS, 404).
+//!   identity), `calls.rs` (WebRTC signalling: `/v1/realtime/calls` and its hangup),
+//!   `console.rs` (the console page of `console/`, embedded) and `admin.rs` (`/health`,
+//!   `/stats`, `/metrics`, CORS, 404).
+//! - `call/`: WebRTC calls (`http/calls.rs` takes the offer): the `Call` actor, which takes a slot,
+//!   forwards the offer (`upstream/calls.rs`), and keeps the call's sideband WebSocket for usage,
+//!   budgets, the policy's pinned fields and the hangup; the book of live calls by owner.
 //! - `admission/`: the `Registry` (capacity, models, budgets, per-client limits, the usage
 //!   ledger; `registry/shared.rs` its side of the shared state), its messages, `/stats`, and the
 //!   `Reaper` (heartbeats, idle eviction).
@@ -34,7 +38,8 @@
 //!   heartbeat liveness.
 //! - `upstream/`: TLS, the per-worker dialer and warm pool, the socket after its handshake, the
 //!   `Upstream` actor and its two pumps.
-//! - `protection/`: who a client is (tokens, JWTs, its address behind `TRUSTED_PROXIES`), the
+//! - `protection/`: who a client is (tokens, JWTs, the relay's client secrets, its address
+//!   behind `TRUSTED_PROXIES`), the
 //!   throttle on failed authentication, the model allow-list on every path, the session policy
 //!   (`policy/`), the safety identifier, what the upstream says it used (`response.done`, the
 //!   daily ledger, its state file) and what that costs (`pricing.rs`, the price table).
@@ -48,6 +53,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admission;
+pub(crate) mod call;
 pub(crate) mod close;
 pub(crate) mod cluster;
 pub mod config;

@@ -132,6 +132,12 @@ pub async fn start(config: Config, listener: std::net::TcpListener) -> io::Resul
     let metrics = Arc::new(Metrics::new(&pool_models, &models));
     let authenticator =
         Arc::new(Authenticator::from_config(&config.protection).map_err(io::Error::other)?);
+    if authenticator.secrets_are_ephemeral() {
+        log::info!(
+            "CLIENT_SECRET_KEY is unset: client secrets are signed with a random key of this \
+             process, so they end with it and other instances refuse them"
+        );
+    }
     let usage_lock = Arc::new(StateLock::acquire(&config.protection.usage_state_file)?);
     let safety = Safety::load(&config.protection)?;
     let cluster = shared_state(&config, &metrics)?;
@@ -199,6 +205,7 @@ fn http_server(
     let allowed_models =
         web::Data::new(AllowedModels::new(config.protection.allowed_models.clone()));
     let refusals = web::Data::new(RefusalLog::default());
+    let calls = web::Data::new(crate::call::book::CallBook::default());
     let policies = web::Data::new(match &config.session_policies {
         Some(p) => {
             let names: Vec<&str> = p.policies.names().collect();
@@ -209,7 +216,7 @@ fn http_server(
             );
             PolicyBook::new(p.policies.clone(), state.metrics.policy_actions.clone())
         }
-        None => PolicyBook::default(),
+        None => PolicyBook::without_file(state.metrics.policy_actions.clone()),
     });
     let console = http::console::Console::new(config, &dialing.pricing).map(web::Data::new);
     let server = HttpServer::new(move || {
@@ -217,6 +224,7 @@ fn http_server(
             .app_data(state.clone())
             .app_data(allowed_models.clone())
             .app_data(refusals.clone())
+            .app_data(calls.clone())
             .app_data(policies.clone())
             .app_data(Dialer::new(
                 &dialing,

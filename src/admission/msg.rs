@@ -53,6 +53,26 @@ impl Rejected {
     }
 }
 
+/// How a session reaches the upstream: its own WebSocket through the relay, or a WebRTC call
+/// whose media goes between the browser and the upstream while the relay holds its sideband.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Transport {
+    WebSocket,
+    WebRtc,
+}
+
+impl Transport {
+    pub(crate) const ALL: [Transport; 2] = [Transport::WebSocket, Transport::WebRtc];
+
+    /// The `/stats` and metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::WebRtc => "webrtc",
+        }
+    }
+}
+
 /// What the registry knows of a live session.
 #[derive(Clone)]
 pub(crate) struct Entry {
@@ -70,6 +90,10 @@ pub(crate) struct Entry {
     pub(crate) client: Option<std::net::IpAddr>,
     /// The session's traffic, which `/stats?sessions=true` reads without asking the session.
     pub(crate) traffic: Arc<Traffic>,
+    pub(crate) transport: Transport,
+    /// A WebRTC call's upstream id (`rtc_…`, set once the upstream answered), for
+    /// `/stats?sessions=true`.
+    pub(crate) call_id: Option<Arc<std::sync::OnceLock<String>>>,
 }
 
 /// Ask for a slot for a new session; answered before any upstream dial.

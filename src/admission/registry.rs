@@ -287,6 +287,10 @@ impl Registry {
         if let Some(own) = entry.usd_budget {
             self.own_usd_budgets.insert(entry.identity.clone(), own);
         }
+        self.metrics
+            .sessions_by_transport
+            .with_label_values(&[entry.transport.label()])
+            .inc();
         self.sessions.insert(id, Arc::new(entry));
         self.metrics.sessions_opened.inc();
         self.publish();
@@ -309,6 +313,10 @@ impl Registry {
             if !self.live_by_identity.contains_key(&entry.identity) {
                 self.own_usd_budgets.remove(&entry.identity);
             }
+            self.metrics
+                .sessions_by_transport
+                .with_label_values(&[entry.transport.label()])
+                .dec();
             self.metrics
                 .sessions_closed
                 .with_label_values(&[reason.label()])

@@ -31,6 +31,8 @@ pub(crate) struct Stats {
     pub(crate) draining: bool,
     pub(crate) active_sessions: usize,
     pub(crate) sessions_by_model: BTreeMap<String, usize>,
+    /// Live sessions by transport: `websocket`, `webrtc` (calls).
+    pub(crate) sessions_by_transport: BTreeMap<&'static str, usize>,
     pub(crate) max_connections: usize,
     pub(crate) total_sessions: u64,
     pub(crate) rejected_sessions: u64,

@@ -1,5 +1,6 @@
 //! The protection settings: who may connect (`RELAY_TOKENS`, `RELAY_TOKENS_FILE`,
-//! `RELAY_JWT_SECRET` with `RELAY_JWT_AUDIENCE` and `RELAY_JWT_ISSUER`, how often a client address
+//! `RELAY_JWT_SECRET` with `RELAY_JWT_AUDIENCE` and `RELAY_JWT_ISSUER`, the `CLIENT_SECRET_KEY`
+//! relay client secrets are signed with, how often a client address
 //! may fail to authenticate), how clients are keyed (`IPV6_PREFIX_LENGTH`), how much they may use
 //! (per-client limits, allowed models, session length, daily token budgets, the usage state file)
 //! and the `SAFETY_IDENTIFIER` header with its secret. Access control is off by default: an open
@@ -37,6 +38,9 @@ pub struct Protection {
     pub jwt_audience: Option<String>,
     /// `RELAY_JWT_ISSUER`: when set, a JWT's `iss` must be exactly this.
     pub jwt_issuer: Option<String>,
+    /// `CLIENT_SECRET_KEY`: signs the relay's client secrets (`POST /v1/realtime/client_secrets`);
+    /// the same on every instance behind a load balancer. Unset: a random key per process.
+    pub client_secret_key: Option<Secret>,
     /// `AUTH_FAILURES_PER_MINUTE`: failed authentications one client address may make per
     /// minute (a burst of this many) before its attempts are refused unchecked; 0 = unlimited.
     pub auth_failures_per_minute: u32,
@@ -70,6 +74,7 @@ impl Protection {
             jwt_secret: jwt_secret(r),
             jwt_audience: jwt_claim(r, "RELAY_JWT_AUDIENCE"),
             jwt_issuer: jwt_claim(r, "RELAY_JWT_ISSUER"),
+            client_secret_key: client_secret_key(r),
             auth_failures_per_minute: r.number::<u32>(
                 "AUTH_FAILURES_PER_MINUTE",
                 DEFAULT_AUTH_FAILURES_PER_MINUTE,
@@ -176,6 +181,18 @@ fn jwt_secret(r: &mut Reader<'_>) -> Option<Secret> {
     secret
 }
 
+/// `CLIENT_SECRET_KEY`: at least 32 characters, like an HS256 key.
+fn client_secret_key(r: &mut Reader<'_>) -> Option<Secret> {
+    let key = r.secret("CLIENT_SECRET_KEY");
+    if key
+        .as_ref()
+        .is_some_and(|k| k.expose().chars().count() < 32)
+    {
+        r.invalid("CLIENT_SECRET_KEY", "***", "must be at least 32 characters");
+    }
+    key
+}
+
 /// `MAX_SESSION_DURATION` in ms: 0 (off) or at least a second.
 fn max_session_duration(r: &mut Reader<'_>) -> Option<Duration> {
     let ms = r.number::<u64>("MAX_SESSION_DURATION", 0, 0);
@@ -275,6 +292,28 @@ mod tests {
         .to_string();
         assert!(
             err.contains("SAFETY_IDENTIFIER_SALT") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+    }
+
+    /// CLIENT_SECRET_KEY is optional, and when set at least 32 characters, refused without
+    /// printing it.
+    #[test]
+    fn client_secret_key() {
+        let p = parse(&[("OPENAI_API_KEY", "k")]).expect("valid").protection;
+        assert!(p.client_secret_key.is_none());
+        let p = parse(&[("OPENAI_API_KEY", "k"), ("CLIENT_SECRET_KEY", SECRET)])
+            .expect("valid")
+            .protection;
+        assert!(p.client_secret_key.is_some_and(|k| k.matches(SECRET)));
+        let err = parse(&[
+            ("OPENAI_API_KEY", "k"),
+            ("CLIENT_SECRET_KEY", "short-s3cr3t"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("CLIENT_SECRET_KEY: ") && !err.contains("s3cr3t"),
             "{err}"
         );
     }

@@ -110,6 +110,10 @@ struct SessionInfo {
     client: Option<String>,
     model: String,
     identity: String,
+    /// `websocket`, or `webrtc` for a call.
+    transport: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_id: Option<String>,
     age_seconds: u64,
     idle_seconds: u64,
     client_to_upstream_bytes: u64,
@@ -127,6 +131,8 @@ fn session_list(entries: Vec<(SessionId, std::sync::Arc<Entry>)>) -> Vec<Session
             client: e.client.map(|ip| ip.to_string()),
             model: e.model.clone(),
             identity: e.identity.clone(),
+            transport: e.transport.label(),
+            call_id: e.call_id.as_ref().and_then(|c| c.get().cloned()),
             age_seconds: now.saturating_duration_since(e.opened_at).as_secs(),
             idle_seconds: e.traffic.idle(e.opened_at, now).as_secs(),
             client_to_upstream_bytes: e.traffic.client_to_upstream.bytes(),

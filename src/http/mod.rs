@@ -1,11 +1,14 @@
 //! The HTTP face of the relay: what every worker shares (`AppState`), the routes, and the
 //! helpers both halves use. The WebSocket entry points (`/`, `/realtime`, `/v1/realtime`) are in
 //! `upgrade.rs`; the console page (`/console`, its files and `/console/config`) in `console.rs`;
+//! relay client secrets (`/v1/realtime/client_secrets`) in `client_secrets.rs`;
 //! `/health`, `/stats`, `/metrics` and everything else in `admin.rs`. Everything
 //! that can be refused before the upgrade is refused with JSON; everything after the upgrade
 //! belongs to a `Session`.
 
 pub(crate) mod admin;
+pub(crate) mod calls;
+pub(crate) mod client_secrets;
 pub(crate) mod console;
 pub(crate) mod upgrade;
 
@@ -135,6 +138,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     for path in ["/", "/realtime", "/v1/realtime"] {
         cfg.route(path, web::get().to(upgrade::realtime));
     }
+    calls::routes(cfg);
+    for path in ["/v1/realtime/client_secrets", "/realtime/client_secrets"] {
+        cfg.service(client_secrets::resource(path));
+    }
     cfg.route("/health", web::get().to(admin::health))
         .route("/stats", web::get().to(admin::stats))
         .route("/metrics", web::get().to(admin::metrics))
@@ -188,6 +195,30 @@ pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> HttpR
     HttpResponse::build(status).json(json!({
         "error": { "type": "relay_error", "code": code, "message": message }
     }))
+}
+
+/// The CORS preflight of an endpoint a page POSTs to with a credential (`/v1/realtime/calls`):
+/// the allowed origin, `POST`, and the `Authorization` and `Content-Type` headers; 403 for an
+/// origin the relay does not allow.
+pub(crate) async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if !state
+        .allowed_origins
+        .admits(origin(&req), state.allow_missing_origin)
+    {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "This Origin is not in the relay's ALLOWED_ORIGINS.",
+        );
+    }
+    with_cors(&state, &req, HttpResponse::NoContent())
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "POST"))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "authorization, content-type",
+        ))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+        .finish()
 }
 
 /// Adds `Access-Control-Allow-Origin` when the request comes from an allowed origin.

@@ -1,7 +1,8 @@
 //! The WebSocket entry points `/`, `/realtime` and `/v1/realtime`: the checks before the
 //! upgrade, the handshake, the client's identity and the upstream query (every name the URL
-//! carries held to `ALLOWED_MODELS`), its session policy (`SESSION_POLICY_FILE`: the one its
-//! credential names, else `default`), and the start of its `Session`. Refusals are logged through
+//! carries held to `ALLOWED_MODELS`, and a client secret's to its bound model), its session
+//! policy (`SESSION_POLICY_FILE`: the one its credential names, else `default`, narrowed by a
+//! client secret's session fields), and the start of its `Session`. Refusals are logged through
 //! the relay's `RefusalLog`, at most one line per reason and address every few seconds.
 
 use std::{
@@ -19,6 +20,7 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
+    call::book::CallBook,
     close::SessionEnd,
     config::is_query_safe,
     http::{client_ip, json_error, not_found, origin, with_cors, AppState},
@@ -32,7 +34,7 @@ use crate::{
         actor::{self as session, say_goodbye, Session},
         client::guard_frames,
     },
-    upstream::dial::Dialer,
+    upstream::{actor::ATTACH_QUERY, dial::Dialer},
 };
 
 /// What the client's URL asks for upstream.
@@ -71,7 +73,8 @@ fn upstream_query(
 ) -> Result<Query, SessionEnd> {
     if query.contains_key("call_id") {
         return Err(SessionEnd::InvalidRequest {
-            detail: "call_id (attaching to a WebRTC or SIP call) is not supported by this relay"
+            detail: "call_id attaches a WebSocket to the client's own WebRTC call, alone: \
+                     ws://relay/v1/realtime?call_id=rtc_..."
                 .into(),
         });
     }
@@ -102,6 +105,18 @@ fn upstream_query(
     })
 }
 
+/// The query of a client secret's session: a URL without `?model=` gets the model the secret is
+/// bound to, and a URL naming any other model or an intent is refused.
+fn bound_query(query: &HashMap<String, String>, bound: &str) -> Result<Query, SessionEnd> {
+    let bound_to = upstream_query(query, bound)?;
+    match bound_to.names.iter().find(|n| *n != bound) {
+        Some(name) => Err(SessionEnd::ModelNotAllowed {
+            model: name.clone(),
+        }),
+        None => Ok(bound_to),
+    }
+}
+
 /// The WebSocket upgrade: refusals that need no WebSocket (not an upgrade, draining, origin)
 /// as JSON, then the handshake (selecting `realtime`), then client identity and the query; a
 /// session starts, or the client gets an `error` event and a close.
@@ -113,9 +128,13 @@ pub(crate) async fn realtime(
     if let Some(refusal) = refuse_before_upgrade(&req, &state) {
         return Ok(refusal);
     }
-    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+    let mut query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(|q| q.into_inner())
         .unwrap_or_default();
+    // `?call_id=` alone attaches to a call; checked once the client's identity is known.
+    let attach = (query.len() == 1)
+        .then(|| query.remove("call_id"))
+        .flatten();
 
     // Client frames are checked from their headers as they arrive (size, reserved bits, control
     // frames, fragments) before actix-ws buffers them.
@@ -131,6 +150,10 @@ pub(crate) async fn realtime(
     let refusals = shared::<RefusalLog>(&req);
     let policies = shared::<PolicyBook>(&req);
     let admitted = admit(&req, &state, &allowed, &query, ip).and_then(|(query, identity)| {
+        let query = match &attach {
+            Some(call_id) => attached(&req, call_id, &identity)?,
+            None => query,
+        };
         let policy = session_policy(&policies, &identity)?;
         Ok((query, identity, policy))
     });
@@ -176,19 +199,34 @@ pub(crate) async fn realtime(
     Ok(response)
 }
 
+/// The query of a WebSocket attached to a WebRTC call's events: the call's sideband upstream,
+/// for the identity that created the call only (anyone else is told no such call exists).
+fn attached(req: &HttpRequest, call_id: &str, identity: &Identity) -> Result<Query, SessionEnd> {
+    let booked = shared::<CallBook>(req)
+        .owned_by(call_id, &identity.key)
+        .filter(|_| is_query_safe(call_id))
+        .ok_or_else(|| SessionEnd::InvalidRequest {
+            detail: "no live WebRTC call with this call_id belongs to this client".into(),
+        })?;
+    Ok(Query {
+        upstream: format!("{ATTACH_QUERY}{call_id}"),
+        names: vec![booked.model.clone()],
+        model: booked.model,
+    })
+}
+
 /// The session policy the identity's credential names (`default` without a name), if
-/// `SESSION_POLICY_FILE` is set; a name the file does not define refuses the session.
+/// `SESSION_POLICY_FILE` is set, narrowed by its client secret's session fields if it has some
+/// (with no file, a policy of those alone); a name the file does not define, or secret fields
+/// that contradict the policy, refuse the session.
 pub(crate) fn session_policy(
     policies: &PolicyBook,
     identity: &Identity,
 ) -> Result<Option<Arc<Applied>>, SessionEnd> {
     policies
-        .applied(identity.policy.as_deref())
-        .map_err(|name| SessionEnd::InvalidRequest {
-            detail: format!(
-                "the credential names the session policy {name:?}, which this relay's \
-                 SESSION_POLICY_FILE does not define"
-            ),
+        .narrowed(identity.policy.as_deref(), identity.session.as_ref())
+        .map_err(|e| SessionEnd::InvalidRequest {
+            detail: e.to_string(),
         })
 }
 
@@ -303,7 +341,8 @@ fn malformed(req: &HttpRequest) -> Option<HttpResponse> {
 /// refused, in this order: an invalid query; an address that failed to authenticate too often
 /// (`rate_limited`, before its credential is looked at); a missing or wrong credential; a name
 /// of the URL besides the session's own (the `intent:..` of `?model=..&intent=..`) that
-/// `ALLOWED_MODELS` or the credential's `models` does not allow. The session's own name is
+/// `ALLOWED_MODELS` or the credential's `models` does not allow, or, for a client secret, any
+/// name but its bound model (which a URL without `?model=` gets). The session's own name is
 /// checked at admission, in the registry's order.
 pub(crate) fn admit(
     req: &HttpRequest,
@@ -323,7 +362,8 @@ pub(crate) fn admit(
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let query = upstream_query(query, &state.default_model)?;
+    let url = query;
+    let query = upstream_query(url, &state.default_model)?;
     let identity = state
         .authenticator
         .authenticate(presented, ip, now_unix, Instant::now())
@@ -333,6 +373,10 @@ pub(crate) fn admit(
                 detail: other.to_string(),
             },
         })?;
+    let query = match &identity.model {
+        Some(bound) => bound_query(url, bound)?,
+        None => query,
+    };
     let others: Vec<String> = query
         .names
         .iter()
@@ -400,5 +444,37 @@ mod tests {
             (default.model.as_str(), default.names.as_slice()),
             (d, &[d.to_string()][..])
         );
+    }
+
+    /// A client secret's session gets its bound model without `?model=`, keeps it when the URL
+    /// repeats it, and is refused (naming it) any other model or an intent.
+    #[test]
+    fn bound_query_holds_the_url_to_the_secret_model() {
+        let b = "gpt-realtime";
+        let none = bound_query(&q(&[]), b).expect("ok");
+        assert_eq!(
+            (none.upstream.as_str(), none.model.as_str()),
+            ("model=gpt-realtime", b)
+        );
+        assert_eq!(bound_query(&q(&[("model", b)]), b).expect("ok"), none);
+        for (url, refused) in [
+            (q(&[("model", "gpt-realtime-mini")]), "gpt-realtime-mini"),
+            (q(&[("intent", "transcription")]), "intent:transcription"),
+            (
+                q(&[("model", b), ("intent", "transcription")]),
+                "intent:transcription",
+            ),
+        ] {
+            assert_eq!(
+                bound_query(&url, b),
+                Err(SessionEnd::ModelNotAllowed {
+                    model: refused.into()
+                })
+            );
+        }
+        assert!(matches!(
+            bound_query(&q(&[("model", "a&b")]), b),
+            Err(SessionEnd::InvalidRequest { .. })
+        ));
     }
 }

@@ -28,6 +28,18 @@ pub(crate) const REJECT_LABELS: [&str; 10] = [
     "budget_exceeded",
     "service_unavailable",
 ];
+/// What became of a request for a client secret, for `relay_client_secrets_total{outcome}`.
+pub(crate) const CLIENT_SECRET_OUTCOMES: [&str; 9] = [
+    "minted",
+    "invalid_request",
+    "policy_violation",
+    "unauthorized",
+    "origin_not_allowed",
+    "model_not_allowed",
+    "rate_limited",
+    "server_shutting_down",
+    "service_unavailable",
+];
 /// Redis operations, for `relay_redis_errors_total{op}`.
 pub(crate) const REDIS_OPS: [&str; 7] = [
     "admit", "release", "refresh", "usage", "totals", "stats", "ping",
@@ -52,6 +64,12 @@ const BUILTIN_MODELS: [&str; 5] = [
 const SESSIONS_ACTIVE: Def<IntGauge> = Def::gauge(
     "relay_sessions_active",
     "Client sessions currently admitted.",
+);
+const SESSIONS_BY_TRANSPORT: Def<IntGaugeVec> = Def::gauges(
+    "relay_sessions_active_by_transport",
+    "Client sessions currently admitted, by transport: websocket, or webrtc (a call whose media \
+     goes between the browser and the upstream, metered through the relay's sideband).",
+    &["transport"],
 );
 const SESSIONS_MAX: Def<IntGauge> = Def::gauge(
     "relay_sessions_max",
@@ -185,6 +203,12 @@ const POLICY_ACTIONS: Def<IntCounterVec> = Def::counters(
      json, session, max_output_tokens).",
     &["policy", "action", "field"],
 );
+const CLIENT_SECRETS: Def<IntCounterVec> = Def::counters(
+    "relay_client_secrets_total",
+    "Requests for a relay client secret (POST /v1/realtime/client_secrets), by outcome: minted, \
+     or the code it was refused with.",
+    &["outcome"],
+);
 
 /// Counters for one direction, cheap to clone into a pump.
 #[derive(Clone)]
@@ -213,6 +237,7 @@ impl Flow {
 pub struct Metrics {
     registry: Registry,
     pub(crate) sessions_active: IntGauge,
+    pub(crate) sessions_by_transport: IntGaugeVec,
     pub(crate) sessions_max: IntGauge,
     pub(crate) sessions_opened: IntCounter,
     pub(crate) sessions_closed: IntCounterVec,
@@ -237,6 +262,7 @@ pub struct Metrics {
     pub(crate) redis_errors: IntCounterVec,
     pub(crate) admission_seconds: Histogram,
     pub(crate) policy_actions: IntCounterVec,
+    pub(crate) client_secrets: IntCounterVec,
     /// The closed set of `model` label values; anything else is counted as `other`.
     known_models: Vec<String>,
 }
@@ -259,6 +285,7 @@ impl Metrics {
         let bytes = r.add(&BYTES);
         let metrics = Metrics {
             sessions_active: r.add(&SESSIONS_ACTIVE),
+            sessions_by_transport: r.add(&SESSIONS_BY_TRANSPORT),
             sessions_max: r.add(&SESSIONS_MAX),
             sessions_opened: r.add(&SESSIONS_OPENED),
             sessions_closed: r.add(&SESSIONS_CLOSED),
@@ -283,6 +310,7 @@ impl Metrics {
             redis_errors: r.add(&REDIS_ERRORS),
             admission_seconds: r.add(&ADMISSION_SECONDS),
             policy_actions: r.add(&POLICY_ACTIONS),
+            client_secrets: r.add(&CLIENT_SECRETS),
             known_models,
             registry: r.0,
         };
@@ -301,8 +329,15 @@ impl Metrics {
         for label in REJECT_LABELS {
             self.sessions_rejected.with_label_values(&[label]);
         }
+        for transport in crate::admission::msg::Transport::ALL {
+            self.sessions_by_transport
+                .with_label_values(&[transport.label()]);
+        }
         for label in CONNECT_FAILURE_LABELS {
             self.upstream_connect_failures.with_label_values(&[label]);
+        }
+        for outcome in CLIENT_SECRET_OUTCOMES {
+            self.client_secrets.with_label_values(&[outcome]);
         }
         for op in REDIS_OPS {
             self.redis_errors.with_label_values(&[op]);

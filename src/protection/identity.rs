@@ -5,7 +5,9 @@
 //! proxy and a client is its address. Otherwise a client presents a credential the way the
 //! official SDKs present an OpenAI key (`Authorization: Bearer`, or the browser subprotocol
 //! `openai-insecure-api-key.<token>`) and is either a named token (`tokens.rs`) or the `sub` of an
-//! HS256 JWT (`jwt.rs`). The `Authenticator` is built when the relay starts and shared by every
+//! HS256 JWT (`jwt.rs`). A relay client secret (`rcs_…`, `client_secret.rs`, minted and checked
+//! in `identity/secrets.rs`) is accepted in either mode: its holder is the identity that minted
+//! it, bound to one model and its session fields. The `Authenticator` is built when the relay starts and shared by every
 //! worker; the HTTP upgrade calls it for each client; SIGHUP swaps its token list in place. It
 //! also keys addresses (an IPv6 client by its `IPV6_PREFIX_LENGTH` prefix, `client_ip.rs`) and
 //! refuses an address that failed too often before looking at its credential
@@ -19,14 +21,19 @@ use std::{
     time::Instant,
 };
 
-pub use super::jwt::mint_jwt;
+use serde_json::{Map, Value};
+
 use super::{
     auth_failures::AuthFailures,
     client_ip::{address_key, DEFAULT_IPV6_PREFIX},
+    client_secret::{ClientSecrets, SecretError, PREFIX},
     jwt::JwtError,
 };
+pub use super::{client_secret::mint_client_secret, jwt::mint_jwt};
 pub(crate) use super::{jwt::JwtVerifier, tokens::Tokens};
 use crate::config::Protection;
+
+mod secrets;
 
 /// Who a client is: what limits, budgets, logs and /stats key on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -43,6 +50,10 @@ pub(crate) struct Identity {
     /// Its own daily budget in billionths of a dollar (its tokens-file entry or the JWT
     /// `budget_usd` claim), in place of `CLIENT_DAILY_USD_BUDGET`.
     pub(crate) usd_budget: Option<u64>,
+    /// With a client secret: the one model it is bound to (`models` is then just this one).
+    pub(crate) model: Option<String>,
+    /// With a client secret: the session fields it pins and locks on top of the policy.
+    pub(crate) session: Option<Map<String, Value>>,
 }
 
 /// Which credential made the identity.
@@ -69,7 +80,14 @@ impl Identity {
             models: None,
             policy: None,
             usd_budget: None,
+            model: None,
+            session: None,
         }
+    }
+
+    /// Whether it came from a client secret (which cannot mint another).
+    pub(crate) fn is_client_secret(&self) -> bool {
+        self.model.is_some()
     }
 }
 
@@ -117,6 +135,12 @@ pub(crate) enum AuthError {
     /// The address failed `per_minute` times in a row: not checked at all.
     #[error("too many failed attempts from this address")]
     Throttled { per_minute: u32 },
+    /// A relay client secret that is malformed, forged, signed with another key or expired.
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    /// A client secret whose relay token has since been removed or changed.
+    #[error("client secret revoked: the relay token that minted it is no longer valid")]
+    SecretRevoked,
 }
 
 /// Decides who a client is. Open mode (no tokens, no JWT secret): everyone is admitted, identity
@@ -131,6 +155,9 @@ pub(crate) struct Authenticator {
     ipv6_prefix: u8,
     /// `AUTH_FAILURES_PER_MINUTE`, per address key.
     failures: AuthFailures,
+    /// `CLIENT_SECRET_KEY` (or a random key): mints and checks relay client secrets. None only
+    /// if no random key could be made: then none is minted or accepted.
+    secrets: Option<ClientSecrets>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -141,6 +168,7 @@ impl fmt::Debug for Authenticator {
             .field("jwt", &self.jwt.is_some())
             .field("ipv6_prefix", &self.ipv6_prefix)
             .field("failures_per_minute", &self.failures.per_minute())
+            .field("client_secrets", &self.secrets)
             .finish()
     }
 }
@@ -148,7 +176,8 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// `tokens`: Some when `RELAY_TOKENS` or `RELAY_TOKENS_FILE` is set, even if the list is
     /// empty (an emptied token file locks everyone out rather than opening the proxy).
-    /// With the defaults: IPv6 keyed by /64, failed authentication not throttled.
+    /// With the defaults: IPv6 keyed by /64, failed authentication not throttled, client
+    /// secrets signed with a random key.
     pub(crate) fn new(tokens: Option<Tokens>, jwt: Option<JwtVerifier>) -> Authenticator {
         let required = tokens.is_some() || jwt.is_some();
         Authenticator {
@@ -157,12 +186,14 @@ impl Authenticator {
             required,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
             failures: AuthFailures::new(0),
+            secrets: ClientSecrets::random().ok(),
         }
     }
 
     /// Everything from the settings: `RELAY_TOKENS` or `RELAY_TOKENS_FILE` (read now),
     /// `RELAY_JWT_SECRET` with `RELAY_JWT_AUDIENCE` and `RELAY_JWT_ISSUER`,
-    /// `AUTH_FAILURES_PER_MINUTE` and `IPV6_PREFIX_LENGTH`. Err: the token list or file is bad.
+    /// `AUTH_FAILURES_PER_MINUTE`, `IPV6_PREFIX_LENGTH` and `CLIENT_SECRET_KEY` (unset: a random
+    /// key). Err: the token list or file is bad, or no random key could be made.
     pub(crate) fn from_config(p: &Protection) -> Result<Authenticator, String> {
         let tokens = match (&p.tokens, &p.tokens_file) {
             (Some(list), _) => Some(Tokens::parse_list(list.expose())?),
@@ -177,6 +208,10 @@ impl Authenticator {
         let mut auth = Authenticator::new(tokens, jwt);
         auth.ipv6_prefix = p.ipv6_prefix_length;
         auth.failures = AuthFailures::new(p.auth_failures_per_minute);
+        auth.secrets = Some(
+            ClientSecrets::from_key(p.client_secret_key.as_ref())
+                .map_err(|e| format!("CLIENT_SECRET_KEY is unset and {e}"))?,
+        );
         Ok(auth)
     }
 
@@ -186,9 +221,10 @@ impl Authenticator {
     }
 
     /// Open mode: `Ok(Identity::address(ip))` whatever is presented (a client's own OpenAI key is
-    /// ignored, never used). Required mode: an address that has failed too often is refused
-    /// unchecked (`Throttled`); otherwise the token list first, then a JWT (a credential with two
-    /// dots, when a secret is configured), and a failure counts against the address.
+    /// ignored, never used), except a relay client secret, which is checked. Required mode: an
+    /// address that has failed too often is refused unchecked (`Throttled`); otherwise the token
+    /// list, then a client secret (`rcs_…`), then a JWT (a credential with two dots, when a
+    /// secret is configured), and a failure counts against the address.
     pub(crate) fn authenticate(
         &self,
         presented: Option<&str>,
@@ -196,7 +232,8 @@ impl Authenticator {
         now_unix: u64,
         now: Instant,
     ) -> Result<Identity, AuthError> {
-        if !self.required {
+        let secret = presented.filter(|p| p.starts_with(PREFIX));
+        if !self.required && secret.is_none() {
             return Ok(self.address_identity(ip));
         }
         let address = self.address_identity(ip).key;
@@ -224,7 +261,13 @@ impl Authenticator {
                 models: client.models.clone(),
                 policy: client.policy.clone(),
                 usd_budget: client.usd_budget,
+                model: None,
+                session: None,
             });
+        }
+        // After the tokens, so a relay token that happens to start with `rcs_` still works.
+        if presented.starts_with(PREFIX) {
+            return self.check_secret(presented, now_unix);
         }
         if let Some(jwt) = &self.jwt {
             if presented.matches('.').count() == 2 {
@@ -235,6 +278,8 @@ impl Authenticator {
                         models: claims.models,
                         policy: claims.policy,
                         usd_budget: claims.usd_budget,
+                        model: None,
+                        session: None,
                     }),
                     Err(JwtError::Expired) => Err(AuthError::Expired),
                     Err(JwtError::Audience) => Err(AuthError::Audience),
@@ -422,6 +467,8 @@ mod tests {
                 models: Some(vec!["gpt-realtime".into()]),
                 policy: None,
                 usd_budget: None,
+                model: None,
+                session: None,
             }
         );
 

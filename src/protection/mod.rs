@@ -1,5 +1,6 @@
 //! Protecting the key and the bill, beside the path of a request: who a client is
-//! (`identity.rs`, with the static `tokens.rs` and HS256 `jwt.rs` credentials, and
+//! (`identity.rs`, with the static `tokens.rs` and HS256 `jwt.rs` credentials, the relay's own
+//! short-lived `client_secret.rs`, and
 //! `auth_failures.rs`, which throttles an address that keeps failing), its address behind
 //! `TRUSTED_PROXIES` and how an address is keyed (`client_ip.rs`), which models a client may use
 //! (`models.rs`, `ALLOWED_MODELS`; `client_events.rs`, the `session.update`s not forwarded), the
@@ -13,6 +14,7 @@
 pub(crate) mod auth_failures;
 pub(crate) mod client_events;
 pub(crate) mod client_ip;
+pub(crate) mod client_secret;
 pub mod identity;
 pub(crate) mod jwt;
 pub(crate) mod models;

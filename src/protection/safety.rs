@@ -288,6 +288,8 @@ mod tests {
             models: None,
             policy: None,
             usd_budget: None,
+            model: None,
+            session: None,
         };
         let a = address("2001:db8:1:2::a");
         let b = address("2001:db8:1:2::b");

@@ -209,6 +209,15 @@ impl Tokens {
         }
         found
     }
+
+    /// The token named `name`, while the list still has it: what a client secret minted with it
+    /// is checked against (`identity.rs`), so removing or changing the token revokes them.
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Secret> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| &e.secret)
+    }
 }
 
 /// Which structured format a tokens file is in.
@@ -380,6 +389,15 @@ mod tests {
             Tokens::default().lookup("alpha-token").map(|(n, _)| n),
             None
         );
+    }
+
+    /// A token is found by its name while it is listed, and not after.
+    #[test]
+    fn by_name() {
+        let t = Tokens::parse_list("a:alpha-token,b:beta-token").expect("valid");
+        assert!(t.by_name("b").is_some_and(|s| s.matches("beta-token")));
+        assert!(t.by_name("c").is_none());
+        assert!(Tokens::default().by_name("a").is_none());
     }
 
     /// Debug output shows names only.

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     admission::{
-        msg::{Admit, Entry, Release},
+        msg::{Admit, Entry, Release, Transport},
         registry::Registry,
     },
     close::{error_event, SessionEnd},
@@ -326,6 +326,8 @@ impl Actor for Session {
                 client: self.client_ip,
                 traffic: self.shared.traffic.clone(),
                 opened_at: self.opened_at,
+                transport: Transport::WebSocket,
+                call_id: None,
             },
         });
         ctx.wait(admit.into_actor(self).map(|answer, act, ctx| match answer {

@@ -46,6 +46,9 @@ pub(crate) struct Close {
     pub(crate) reason: String,
 }
 
+/// The upstream query of a client attached to a WebRTC call's events (`call_id=rtc_…`).
+pub(crate) const ATTACH_QUERY: &str = "call_id=";
+
 pub(crate) struct Upstream {
     opened_to: Recipient<UpstreamOpened>,
     end_to: Recipient<End>,
@@ -162,6 +165,7 @@ impl Upstream {
                     pricing: self.dialer.pricing.clone(),
                 },
                 hiding: self.policy.clone().filter(|p| p.policy.hides()),
+                metered: !self.query.starts_with(ATTACH_QUERY),
             },
         );
         ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {

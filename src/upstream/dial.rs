@@ -178,6 +178,16 @@ impl Dialer {
         })
     }
 
+    /// The worker's HTTP client (WebRTC call signalling, `upstream/calls.rs`).
+    pub(crate) fn http(&self) -> &awc::Client {
+        &self.client
+    }
+
+    /// Where the upstream is and the key it gets.
+    pub(crate) fn upstream(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
     /// Expires old warm sockets and tops every shelf up.
     fn maintain(self: &Rc<Self>) {
         let Some(pool) = &self.pool else { return };

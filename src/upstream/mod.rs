@@ -3,6 +3,7 @@
 //! (`actor.rs`) and its two pumps (`pump.rs`).
 
 pub(crate) mod actor;
+pub(crate) mod calls;
 pub(crate) mod dial;
 pub(crate) mod pool;
 pub(crate) mod pump;

@@ -101,6 +101,9 @@ pub(crate) struct ToClient {
     /// Observed once, when the first upstream event is handed to the client.
     pub(crate) first_event: Option<(Instant, prometheus::Histogram)>,
     pub(crate) accounting: Accounting,
+    /// False for a client attached to a WebRTC call (`?call_id=`): the call's own sideband
+    /// counts its usage, once.
+    pub(crate) metered: bool,
     /// Counts responses that ended without usage (`relay_unaccounted_responses_total`).
     pub(crate) unaccounted: prometheus::IntCounter,
     /// The session policy, when it hides fields of `session.created`/`session.updated`.
@@ -115,15 +118,22 @@ pub(crate) struct Accounting {
     pub(crate) pricing: Arc<Pricing>,
 }
 
-impl ToClient {
+impl Accounting {
     /// Looks at the few event types that matter for accounting (a check of the first bytes;
-    /// anything else is not parsed). Returns true when the session must now end because its
-    /// budget is spent and the response in flight just completed.
-    fn account(&self, text: &str) -> bool {
+    /// anything else is not parsed): counts responses in flight in `s`, prices and reports the
+    /// usage a report carries, counts a `response.done` without usage in `unaccounted`. Returns
+    /// true when the session must now end because its budget is spent and the response in
+    /// flight just completed. The WebSocket upstream reader and a call's sideband both use it.
+    pub(crate) fn account(
+        &self,
+        s: &Shared,
+        unaccounted: &prometheus::IntCounter,
+        text: &str,
+    ) -> bool {
         let Some(kind) = usage::watched(text) else {
             return false;
         };
-        let s = &self.shared;
+
         match kind {
             Watched::ResponseCreated => {
                 s.responses_in_flight.set(s.responses_in_flight.get() + 1);
@@ -137,21 +147,20 @@ impl ToClient {
         }
         let reported = usage::parse_usage(text);
         if reported.is_none() && kind == Watched::ResponseDone {
-            self.unaccounted.inc();
+            unaccounted.inc();
         }
         if let Some(mut reported) = reported {
             let source = match kind {
                 Watched::TranscriptionCompleted => Source::Transcription,
                 _ => Source::Response,
             };
-            let a = &self.accounting;
-            a.pricing.price(&a.model, source, &mut reported.usage);
+            self.pricing.price(&self.model, source, &mut reported.usage);
             let mut total = s.usage.get();
             total.add(&reported.usage);
             s.usage.set(total);
-            self.accounting.usage.do_send(RecordUsage {
-                identity: self.accounting.identity.clone(),
-                model: self.accounting.model.clone(),
+            self.usage.do_send(RecordUsage {
+                identity: self.identity.clone(),
+                model: self.model.clone(),
                 usage: reported.usage,
                 key: reported.key,
             });
@@ -159,6 +168,19 @@ impl ToClient {
         kind == Watched::ResponseDone
             && s.budget_spent.get().is_some()
             && s.responses_in_flight.get() == 0
+    }
+}
+
+impl ToClient {
+    /// See [`Accounting::account`]; nothing for a socket attached to a call, whose sideband
+    /// meters it.
+    #[inline]
+    fn account(&self, text: &str) -> bool {
+        if !self.metered {
+            return false;
+        }
+        self.accounting
+            .account(&self.shared, &self.unaccounted, text)
     }
 
     /// `msg` (of `len` bytes) without the fields the session policy hides, when it is a session
@@ -277,7 +299,7 @@ enum Sorted {
 
 /// A fragmented message being reassembled: whether it is text, and its bytes so far.
 #[derive(Default)]
-struct Partial(Option<(bool, BytesMut)>);
+pub(crate) struct Partial(Option<(bool, BytesMut)>);
 
 #[inline]
 fn sort(frame: Result<Frame, wire::ReadError>, partial: &mut Partial, to: &ToClient) -> Sorted {
@@ -313,14 +335,14 @@ fn sort(frame: Result<Frame, wire::ReadError>, partial: &mut Partial, to: &ToCli
 }
 
 /// Why a fragment was refused.
-enum Fragment {
+pub(crate) enum Fragment {
     TooLarge,
     OutOfOrder,
 }
 
 impl Partial {
     /// Adds one fragment; the whole message once its last fragment is in.
-    fn push(
+    pub(crate) fn push(
         &mut self,
         item: actix_ws::Item,
         max_message_size: usize,

@@ -3,6 +3,7 @@
 //! of `registry.rs`: the same actor, its own file.
 
 use super::*;
+use crate::admission::msg::Transport;
 
 impl Registry {
     pub(crate) fn stats(&self) -> Stats {
@@ -23,6 +24,16 @@ impl Registry {
             .live_by_model
             .iter()
             .map(|(m, n)| (m.clone(), *n))
+            .collect();
+        let sessions_by_transport = Transport::ALL
+            .into_iter()
+            .map(|t| {
+                let n = m
+                    .sessions_by_transport
+                    .with_label_values(&[t.label()])
+                    .get();
+                (t.label(), usize::try_from(n).unwrap_or(0))
+            })
             .collect();
         let day = today();
         let mut by_identity: Vec<IdentityUsage> = self
@@ -75,6 +86,7 @@ impl Registry {
             draining: self.draining,
             active_sessions: self.sessions.len(),
             sessions_by_model,
+            sessions_by_transport,
             max_connections: self.max_connections,
             total_sessions: m.sessions_opened.get(),
             rejected_sessions: rejected_by_reason.values().sum(),

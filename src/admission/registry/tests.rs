@@ -41,6 +41,8 @@ fn entry(identity: &str, model: &str) -> Entry {
         opened_at: Instant::now(),
         client: None,
         traffic: Default::default(),
+        transport: crate::admission::msg::Transport::WebSocket,
+        call_id: None,
     }
 }
 

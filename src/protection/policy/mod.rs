@@ -4,11 +4,14 @@
 //! the upstream actor sends [`Policy::pinned_update`] before any client frame, the client pump
 //! asks [`Policy::judge`] (`client.rs`) about each client event, and the upstream pump asks
 //! [`Policy::hide`] (`server.rs`) about each `session.created`/`session.updated`. Every decision is
-//! counted in `relay_policy_actions_total{policy,action,field}` through [`Applied::count`]. Pure
-//! logic, no state besides the counter.
+//! counted in `relay_policy_actions_total{policy,action,field}` through [`Applied::count`]. A
+//! client secret's session fields narrow the policy further (`narrow.rs`). Pure logic, no state
+//! besides the counter.
 
 mod client;
+mod drift;
 mod file;
+mod narrow;
 mod server;
 mod strict;
 
@@ -17,7 +20,11 @@ use std::{collections::BTreeMap, sync::Arc};
 use prometheus::IntCounterVec;
 use serde_json::{Map, Value};
 
-pub(crate) use self::client::{Verdict, Violation};
+use self::narrow::narrow;
+pub(crate) use self::{
+    client::{Verdict, Violation},
+    narrow::{Contradiction, SECRET_POLICY},
+};
 
 /// The `event_id` of the relay's pinned `session.update`.
 pub(crate) const PINNED_EVENT_ID: &str = "relay_policy";
@@ -50,6 +57,9 @@ pub(crate) enum Action {
     Hidden,
     /// A client event type outside `allowed_client_events` (field `type`).
     NotAllowed,
+    /// A WebRTC call's `session.updated` showed a locked field changed; the pinned update was
+    /// sent again on the sideband.
+    Reasserted,
 }
 
 impl Action {
@@ -62,6 +72,7 @@ impl Action {
             Action::Lowered => "lowered",
             Action::Hidden => "hidden",
             Action::NotAllowed => "not_allowed",
+            Action::Reasserted => "reasserted",
         }
     }
 }
@@ -175,6 +186,11 @@ impl Policy {
         for f in &self.hidden {
             out.push((Action::Hidden, f.name.as_str()));
         }
+        if let Some(pinned) = &self.session {
+            for f in self.locked.iter().filter(|f| f.get(pinned).is_some()) {
+                out.push((Action::Reasserted, f.name.as_str()));
+            }
+        }
         if self.max_output_tokens.is_some() {
             out.push((Action::Lowered, FIELD_MAX_OUTPUT_TOKENS));
         }
@@ -222,11 +238,27 @@ impl Policies {
     }
 }
 
-/// The policies and their counter, shared by every worker (`web::Data`); empty without
-/// `SESSION_POLICY_FILE`.
+/// The policies and their counter, shared by every worker (`web::Data`); no policies without
+/// `SESSION_POLICY_FILE`, where only client secrets narrow sessions.
 #[derive(Default)]
 pub(crate) struct PolicyBook {
-    policies: Option<(Arc<Policies>, IntCounterVec)>,
+    policies: Option<Arc<Policies>>,
+    /// `relay_policy_actions_total`; None only in a book built without the relay's metrics.
+    actions: Option<IntCounterVec>,
+}
+
+/// Why a client gets no session policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PolicyError {
+    /// The credential names a policy the file does not define.
+    #[error(
+        "the credential names the session policy {0:?}, which this relay's SESSION_POLICY_FILE \
+         does not define"
+    )]
+    Unknown(String),
+    /// The client secret's session fields contradict the policy.
+    #[error("{0}")]
+    Contradiction(#[from] Contradiction),
 }
 
 impl PolicyBook {
@@ -236,21 +268,50 @@ impl PolicyBook {
             actions.with_label_values(&labels);
         }
         PolicyBook {
-            policies: Some((policies, actions)),
+            policies: Some(policies),
+            actions: Some(actions),
         }
     }
 
-    /// The policy of a client whose credential names `name` (None: `default`): None without a
+    /// No policy file: sessions have a policy only when a client secret narrows them.
+    pub(crate) fn without_file(actions: IntCounterVec) -> PolicyBook {
+        PolicyBook {
+            policies: None,
+            actions: Some(actions),
+        }
+    }
+
+    /// The policy a client whose credential names `name` (None: `default`) gets: None without a
     /// file; Err with the name when the file has no such policy.
-    pub(crate) fn applied(&self, name: Option<&str>) -> Result<Option<Arc<Applied>>, String> {
-        let Some((policies, actions)) = &self.policies else {
-            return Ok(None);
+    pub(crate) fn policy(&self, name: Option<&str>) -> Result<Option<Arc<Policy>>, String> {
+        self.policies
+            .as_ref()
+            .map(|policies| policies.choose(name))
+            .transpose()
+    }
+
+    /// The policy of a client whose credential names `name` (None: `default`), narrowed by a
+    /// client secret's session fields when it has some (`narrow.rs`): None without a file and
+    /// without such fields; with no file, a policy of those fields alone.
+    pub(crate) fn narrowed(
+        &self,
+        name: Option<&str>,
+        secret: Option<&Map<String, Value>>,
+    ) -> Result<Option<Arc<Applied>>, PolicyError> {
+        let base = self.policy(name).map_err(PolicyError::Unknown)?;
+        let Some(fields) = secret.filter(|f| !f.is_empty()) else {
+            return Ok(base.map(|policy| self.apply(policy, Vec::new())));
         };
-        let policy = policies.choose(name)?;
-        Ok(Some(Arc::new(Applied {
+        let (policy, added) = narrow(base.as_deref(), fields)?;
+        Ok(Some(self.apply(Arc::new(policy), added)))
+    }
+
+    fn apply(&self, policy: Arc<Policy>, from_secret: Vec<String>) -> Arc<Applied> {
+        Arc::new(Applied {
             policy,
-            actions: actions.clone(),
-        })))
+            actions: self.actions.clone(),
+            from_secret,
+        })
     }
 }
 
@@ -258,12 +319,21 @@ impl PolicyBook {
 pub(crate) struct Applied {
     pub(crate) policy: Arc<Policy>,
     /// `relay_policy_actions_total`.
-    pub(crate) actions: IntCounterVec,
+    pub(crate) actions: Option<IntCounterVec>,
+    /// Fields a client secret locked: counted under the field [`SECRET_POLICY`], since their
+    /// names are the client's.
+    from_secret: Vec<String>,
 }
 
 impl Applied {
     pub(crate) fn count(&self, action: Action, field: &str) {
-        self.actions
+        let Some(actions) = &self.actions else { return };
+        let field = if self.from_secret.iter().any(|f| f == field) {
+            SECRET_POLICY
+        } else {
+            field
+        };
+        actions
             .with_label_values(&[self.policy.name.as_str(), action.label(), field])
             .inc();
     }

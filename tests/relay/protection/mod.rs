@@ -11,7 +11,8 @@
 //! duration (`audio_usage`), IPv6 clients keyed by their /64 (`addresses`), JWT audience and
 //! issuer (`jwt_claims`), failed authentication throttled and refusal lines collapsed
 //! (`auth_throttle`), and only the relay's own pings answered counting (`liveness`).
-//! `MAX_SESSION_DURATION` is pinned in `session_duration`. Every refusal is checked for its code,
+//! `MAX_SESSION_DURATION` is pinned in `session_duration`. Issue 14's relay client secrets: the
+//! endpoint that mints them (`client_secrets`) and the sessions they open (`client_secret_sessions`). Every refusal is checked for its code,
 //! its close code and that nothing was dialed upstream; every credential for never reaching the
 //! upstream or the logs.
 
@@ -20,6 +21,8 @@ mod audio_usage;
 mod auth_throttle;
 mod binary;
 mod budgets;
+mod client_secret_sessions;
+mod client_secrets;
 mod jwt;
 mod jwt_claims;
 mod ledger_faults;
