@@ -1,5 +1,6 @@
-//! What a connection does: the [`Script`] current when its upgrade arrives, and its [`Mode`].
-//! Plain data; tests build one and hand it to `FakeUpstream::start` or `set_script`.
+//! What a connection does: the [`Script`] current when its upgrade arrives, its [`Mode`], and
+//! what `POST /v1/realtime/calls` does ([`CallScript`]). Plain data; tests build one and hand it
+//! to `FakeUpstream::start` or `set_script`.
 
 use std::time::Duration;
 
@@ -30,7 +31,20 @@ pub enum Mode {
     },
 }
 
-/// Everything a connection does, fixed when its upgrade arrives.
+/// What `POST /v1/realtime/calls` does, fixed when the request arrives, in the style of
+/// [`Script::handshake_delay`] and [`Script::reject_status`]. A call that is made always answers
+/// as [`Mode::Demo`] does, whatever the script's mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallScript {
+    /// Wait this long before answering (after recording the request).
+    pub delay: Duration,
+    /// Answer with this HTTP status and an OpenAI-shaped JSON error body instead of a call.
+    pub reject_status: Option<u16>,
+}
+
+/// Everything a connection does, fixed when its upgrade arrives. A sideband (`?call_id=`) obeys
+/// `handshake_delay`, `reject_status`, `max_message_size` and `record_messages`; a call obeys
+/// `calls`, `demo_delta_delay` and `record_messages`.
 #[derive(Clone, Debug)]
 pub struct Script {
     /// What the connection does once open.
@@ -64,6 +78,8 @@ pub struct Script {
     /// but keep it open: what the client sends backs up in TCP. Nothing is recorded or answered
     /// from then on; the end is noticed by a failing ping and recorded as abrupt. Off by default.
     pub stop_reading: bool,
+    /// What `POST /v1/realtime/calls` does (with the `webrtc` feature; without it, 501).
+    pub calls: CallScript,
 }
 
 impl Script {
@@ -97,6 +113,7 @@ impl Script {
             frames_after_open: Vec::new(),
             drop_after_deltas: None,
             stop_reading: false,
+            calls: CallScript::default(),
         }
     }
 }

@@ -1,40 +1,24 @@
 //! The fake's HTTP face: [`FakeUpstream`] binds 127.0.0.1, runs a one-worker actix-web server,
-//! and answers every request in [`upgrade`]: record it, wait or reject as the script says, or
-//! upgrade it and hand the socket to a `Connection`. It stops with [`FakeUpstream::stop`] or
-//! with the actix `System` that started it.
+//! routes `POST /v1/realtime/calls` and `…/calls/{call_id}/hangup` to `calls/`, and answers
+//! every other request in [`upgrade`]: record it, wait or reject as the script says, then attach
+//! it to a call (`?call_id=`) or upgrade it and hand the socket to a `Connection`. It stops with
+//! [`FakeUpstream::stop`] or with the actix `System` that started it.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::http::{header, StatusCode};
 use actix_web::web;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
-use serde_json::json;
 
+use crate::calls;
 use crate::connection::Connection;
-use crate::recorder::{Handshake, Recorder};
+use crate::http_error::rejection;
+use crate::recorder::Recorder;
+use crate::request::{handshake_of, query_param, DEFAULT_MODEL};
 use crate::script::Script;
-
-/// The model named in `session.created` when the upgrade carried no `?model=`.
-const DEFAULT_MODEL: &str = "gpt-realtime-mini";
-
-/// State shared by the handle and the server's worker.
-struct Shared {
-    recorder: Arc<Recorder>,
-    script: Mutex<Script>,
-}
-
-impl Shared {
-    fn script(&self) -> Script {
-        self.script
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
+use crate::shared::Shared;
 
 /// A running fake upstream; see the module docs.
 pub struct FakeUpstream {
@@ -68,16 +52,18 @@ impl FakeUpstream {
         tls: Option<rustls::ServerConfig>,
         port: u16,
     ) -> std::io::Result<FakeUpstream> {
-        let shared = Arc::new(Shared {
-            recorder: Arc::new(Recorder::new()),
-            script: Mutex::new(script),
-        });
+        let shared = Arc::new(Shared::new(script));
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let data = web::Data::from(Arc::clone(&shared));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .route("/v1/realtime/calls", web::post().to(calls::create))
+                .route(
+                    "/v1/realtime/calls/{call_id}/hangup",
+                    web::post().to(calls::hangup),
+                )
                 .default_service(web::to(upgrade))
         })
         .workers(1)
@@ -114,13 +100,47 @@ impl FakeUpstream {
         }
     }
 
+    /// `http://127.0.0.1:PORT/v1/realtime/calls`, or `https://localhost:PORT/…` for TLS: where
+    /// WebRTC calls are made (`POST`) and hung up (`/{call_id}/hangup`).
+    pub fn calls_url(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}/v1/realtime/calls", self.addr.port())
+        } else {
+            format!("http://{}/v1/realtime/calls", self.addr)
+        }
+    }
+
     pub fn recorder(&self) -> Arc<Recorder> {
         Arc::clone(&self.shared.recorder)
     }
 
-    /// Replaces the script for connections whose upgrade arrives from now on.
+    /// Replaces the script for connections and calls whose request arrives from now on.
     pub fn set_script(&self, script: Script) {
-        *self.shared.script.lock().unwrap_or_else(|e| e.into_inner()) = script;
+        self.shared.set_script(script);
+    }
+
+    /// Sends `event` on call `call_id` as if the model produced it (to its data channel, if
+    /// open, and its sidebands); returns once it has been handed to them.
+    #[cfg(feature = "webrtc")]
+    pub async fn call_event(
+        &self,
+        call_id: &str,
+        event: serde_json::Value,
+    ) -> Result<(), crate::UnknownCall> {
+        self.shared.calls.push(call_id, event).await
+    }
+
+    /// Runs one response on call `call_id` (`response.created` … `response.done` with usage)
+    /// as if its browser had sent `response.create`; returns once `response.done` is sent.
+    #[cfg(feature = "webrtc")]
+    pub async fn call_respond(&self, call_id: &str) -> Result<(), crate::UnknownCall> {
+        self.shared.calls.respond(call_id).await
+    }
+
+    /// Ids of the calls that are open now (made and neither hung up nor gone), oldest first.
+    #[cfg(feature = "webrtc")]
+    pub fn open_calls(&self) -> Vec<String> {
+        self.shared.calls.ids()
     }
 
     /// Stops the server, dropping open connections.
@@ -129,7 +149,8 @@ impl FakeUpstream {
     }
 }
 
-/// Every request lands here: record it, then reject it or upgrade it as the script says.
+/// Every request but the calls endpoints lands here: record it, then reject it, attach it to a
+/// call (`?call_id=`) or upgrade it, as the script and the query say.
 async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -137,7 +158,8 @@ async fn upgrade(
 ) -> actix_web::Result<HttpResponse> {
     let script = shared.script();
     let handshake = handshake_of(&req);
-    let model = query_model(&req);
+    let model = query_param(&req, "model").unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+    let call_id = query_param(&req, "call_id");
     let connection = shared.recorder.record_handshake(handshake);
     log::debug!("fake upstream got an upgrade request connection={connection}");
 
@@ -147,6 +169,9 @@ async fn upgrade(
     if let Some(status) = script.reject_status {
         log::debug!("fake upstream rejects the upgrade connection={connection} status={status}");
         return Ok(rejection(status));
+    }
+    if let Some(call_id) = call_id {
+        return calls::attach(&req, body, &call_id, connection, &script, &shared).await;
     }
 
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &["realtime"])?;
@@ -169,77 +194,11 @@ async fn upgrade(
     Ok(response)
 }
 
-fn handshake_of(req: &HttpRequest) -> Handshake {
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let protocols_offered = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .flat_map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .split(',')
-                .map(|p| p.trim().to_owned())
-                .collect::<Vec<_>>()
-        })
-        .filter(|p| !p.is_empty())
-        .collect();
-    Handshake {
-        path_and_query,
-        headers,
-        protocols_offered,
-    }
-}
-
-fn query_model(req: &HttpRequest) -> String {
-    web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.get("model").cloned())
-        .unwrap_or_else(|| DEFAULT_MODEL.to_owned())
-}
-
-fn rejection(status: u16) -> HttpResponse {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = match status {
-        401 => json!({"error": {
-            "message": "Incorrect API key provided",
-            "type": "invalid_request_error",
-            "code": "invalid_api_key",
-            "param": null,
-        }}),
-        429 => json!({"error": {
-            "message": "Rate limit reached for requests. Please try again later.",
-            "type": "requests",
-            "code": "rate_limit_exceeded",
-            "param": null,
-        }}),
-        _ => json!({"error": {
-            "message": format!("The fake upstream rejected the upgrade with status {status}"),
-            "type": "server_error",
-            "code": null,
-            "param": null,
-        }}),
-    };
-    HttpResponse::build(code)
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_client::{connect, next_frame, next_json, send, T};
+    use actix_web::http::header;
     use awc::ws;
 
     /// A scripted rejection reaches the client as that HTTP status, and is still recorded.

@@ -132,7 +132,7 @@ pub(super) fn millis(samples: u64) -> u64 {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::connection::pcm::encode;
+    use crate::demo::pcm::encode;
 
     /// `seconds` of a 440 Hz tone at about a quarter of full scale, or of silence when `level`
     /// is zero, as base64 PCM16.

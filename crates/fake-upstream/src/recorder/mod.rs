@@ -1,6 +1,9 @@
 //! What the fake saw: every upgrade request, data message and connection end, shared by all
-//! connections of one fake, with waits that wake on every change. Written by `server.rs` and
-//! `connection/`; read by tests through [`crate::FakeUpstream::recorder`].
+//! connections of one fake, with waits that wake on every change; what its WebRTC calls saw is
+//! in `calls.rs`. Written by `server.rs`, `connection/` and `calls/`; read by tests through
+//! [`crate::FakeUpstream::recorder`].
+
+mod calls;
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
@@ -8,6 +11,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::Notify;
+
+use calls::CallRecords;
+pub use calls::{CallEnd, CallEvent, CallRequest, Hangup, Source};
 
 /// One upgrade request as it arrived.
 #[derive(Clone, Debug)]
@@ -87,6 +93,7 @@ struct Records {
     message_count: u64,
     closes: Vec<Closed>,
     open: usize,
+    calls: CallRecords,
 }
 
 /// What the fake saw, shared by all its connections; waits are woken on every change.

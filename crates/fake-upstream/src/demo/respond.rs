@@ -1,13 +1,14 @@
 //! Streams one demo response: `response.created`, the output item and its content part, a
-//! transcript (or text) delta and an audio delta for each piece of a [`Reply`], the `done`
-//! events, and `response.done` with the reply's usage. Called by the demo server for
-//! `response.create` and after server VAD commits a turn; it ends with the response, or early
-//! when the client is gone or [`crate::Script::drop_after_deltas`] says so.
+//! transcript (or text) delta and an audio delta (none on a WebRTC call, where audio is media)
+//! for each piece of a [`Reply`], the `done` events, and `response.done` with the reply's
+//! usage. Called by the demo server for `response.create` and after server VAD commits a turn;
+//! it ends with the response, or early when the client is gone or
+//! [`crate::Script::drop_after_deltas`] says so.
 
 use serde_json::{json, Value};
 
 use super::reply::Reply;
-use super::Connection;
+use super::{Demo, Outbox};
 
 /// `event` with the fields of `extra` added.
 fn with(mut event: Value, extra: &Value) -> Value {
@@ -19,22 +20,22 @@ fn with(mut event: Value, extra: &Value) -> Value {
     event
 }
 
-impl Connection {
+impl<O: Outbox> Demo<O> {
     /// The script's pause before a streamed delta, if any.
     async fn delta_pause(&self) {
-        if !self.script.demo_delta_delay.is_zero() {
-            tokio::time::sleep(self.script.demo_delta_delay).await;
+        if !self.delta_delay.is_zero() {
+            tokio::time::sleep(self.delta_delay).await;
         }
     }
 
     /// Sends one delta event of a response, `sent` so far before it. Once
-    /// [`crate::Script::drop_after_deltas`] have gone out, marks the connection for dropping and
-    /// answers `Err` so the response stops there.
+    /// [`crate::Script::drop_after_deltas`] have gone out, marks the demo's connection for
+    /// dropping and answers `Err` so the response stops there.
     async fn send_delta(&mut self, delta: Value, sent: &mut usize) -> Result<(), actix_ws::Closed> {
         self.send_event(delta).await?;
         *sent += 1;
-        if self.script.drop_after_deltas == Some(*sent) {
-            self.dropping_after = Some(*sent);
+        if self.drop_after_deltas == Some(*sent) {
+            self.dropped_after = Some(*sent);
             return Err(actix_ws::Closed);
         }
         Ok(())
@@ -46,8 +47,8 @@ impl Connection {
         reply: Reply,
         text_only: bool,
     ) -> Result<(), actix_ws::Closed> {
-        let response_id = self.object_id("resp");
-        let item_id = self.object_id("item");
+        let response_id = self.names.object_id("resp");
+        let item_id = self.names.object_id("item");
         let modality = if text_only { "text" } else { "audio" };
         let mut response = json!({
             "object": "realtime.response",
@@ -94,10 +95,12 @@ impl Connection {
             self.send_event(with(done, &part_at)).await?;
         } else {
             for (index, piece) in reply.pieces().iter().enumerate() {
-                self.delta_pause().await;
-                let sound = reply.audio(index);
-                let audio = json!({"type": "response.output_audio.delta", "delta": sound});
-                self.send_delta(with(audio, &part_at), &mut deltas).await?;
+                if self.audio_deltas {
+                    self.delta_pause().await;
+                    let sound = reply.audio(index);
+                    let audio = json!({"type": "response.output_audio.delta", "delta": sound});
+                    self.send_delta(with(audio, &part_at), &mut deltas).await?;
+                }
                 self.delta_pause().await;
                 let said =
                     json!({"type": "response.output_audio_transcript.delta", "delta": piece});
