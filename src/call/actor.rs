@@ -17,7 +17,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_web::web;
+use actix_web::{http::StatusCode, web};
 use awc::ws::{CloseCode, CloseReason, Message};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,7 +28,7 @@ use crate::{
     },
     call::{
         book::{Booked, CallBook},
-        msg::{Answer, HungUp},
+        msg::{Answer, HangUp},
         sideband::{read_sideband, Sideband},
     },
     close::SessionEnd,
@@ -81,7 +81,7 @@ pub(crate) struct Call {
     sideband: Option<ToUpstream>,
     unanswered: Rc<Cell<u32>>,
     opened_at: Instant,
-    /// Set when the call ends; `hang_up` says whether the relay must still hang it up upstream.
+    /// Set when the call ends.
     ending: Option<SessionEnd>,
 }
 
@@ -151,7 +151,7 @@ impl Call {
             Booked {
                 identity: self.p.identity.key.clone(),
                 model: self.p.model.clone(),
-                hung_up: ctx.address().recipient(),
+                hang_up: ctx.address().recipient(),
             },
         );
         log::info!(
@@ -214,13 +214,24 @@ impl Call {
         self.sideband = Some(tx);
     }
 
-    /// Ends the call once: hangs it up upstream (unless the client did, or it never existed),
-    /// closes the sideband, stops.
+    /// Ends the call once: hangs it up upstream (if it exists there), closes the sideband, stops.
     fn end(&mut self, reason: SessionEnd, ctx: &mut Context<Self>) {
+        self.end_replying(reason, None, ctx);
+    }
+
+    /// [`end`](Self::end), telling `reply` what the upstream answered the hangup.
+    fn end_replying(
+        &mut self,
+        reason: SessionEnd,
+        reply: Option<oneshot::Sender<Option<Result<StatusCode, SessionEnd>>>>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.ending.is_some() {
+            if let Some(reply) = reply {
+                let _ = reply.send(None);
+            }
             return;
         }
-        let hang_up = self.call_id.get().is_some() && !is_client_hangup(&reason);
         if let Some(sideband) = self.sideband.take() {
             let _ = sideband.try_send(Message::Close(Some(CloseReason {
                 code: CloseCode::Normal,
@@ -228,13 +239,16 @@ impl Call {
             })));
         }
         self.ending = Some(reason);
-        let Some(call_id) = self.call_id.get().cloned().filter(|_| hang_up) else {
+        let Some(call_id) = self.call_id.get().cloned() else {
             ctx.stop();
             return;
         };
         let dialer = self.p.dialer.clone();
         let hangup = async move { calls::hangup(&dialer, &call_id).await };
         ctx.wait(hangup.into_actor(self).map(|result, act, ctx| {
+            if let Some(reply) = reply {
+                let _ = reply.send(Some(result.clone()));
+            }
             if let Err(e) = result {
                 log::warn!(
                     target: LOG_TARGET,
@@ -247,18 +261,6 @@ impl Call {
             ctx.stop();
         }));
     }
-}
-
-/// The client's own hangup, already passed upstream.
-fn client_hangup() -> SessionEnd {
-    SessionEnd::ClientClosed {
-        code: 1000,
-        reason: "hangup".into(),
-    }
-}
-
-fn is_client_hangup(reason: &SessionEnd) -> bool {
-    *reason == client_hangup()
 }
 
 impl Actor for Call {
@@ -384,10 +386,14 @@ impl Handler<BudgetSpent> for Call {
     }
 }
 
-impl Handler<HungUp> for Call {
+impl Handler<HangUp> for Call {
     type Result = ();
 
-    fn handle(&mut self, _: HungUp, ctx: &mut Context<Self>) {
-        self.end(client_hangup(), ctx);
+    fn handle(&mut self, msg: HangUp, ctx: &mut Context<Self>) {
+        let reason = SessionEnd::ClientClosed {
+            code: 1000,
+            reason: "hangup".into(),
+        };
+        self.end_replying(reason, Some(msg.reply), ctx);
     }
 }

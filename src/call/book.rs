@@ -11,14 +11,14 @@ use std::{
 
 use actix::Recipient;
 
-use crate::call::msg::HungUp;
+use crate::call::msg::HangUp;
 
 /// What the book keeps of a live call.
 #[derive(Clone)]
 pub(crate) struct Booked {
     pub(crate) identity: String,
     pub(crate) model: String,
-    pub(crate) hung_up: Recipient<HungUp>,
+    pub(crate) hang_up: Recipient<HangUp>,
 }
 
 #[derive(Default)]

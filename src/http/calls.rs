@@ -25,7 +25,7 @@ use crate::{
     call::{
         actor::{self as call, Call},
         book::CallBook,
-        msg::HungUp,
+        msg::HangUp,
     },
     close::SessionEnd,
     http::{
@@ -39,8 +39,11 @@ use crate::{
         models::AllowedModels,
         policy::{Applied, PolicyBook},
     },
-    upstream::{calls, dial::Dialer},
+    upstream::dial::Dialer,
 };
+
+/// How long a client's hangup waits for the call to hang up upstream.
+const HANGUP_WAIT: Duration = Duration::from_secs(15);
 
 /// The largest SDP offer taken (a browser's is a few KiB).
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -242,6 +245,17 @@ fn identity_of(req: &HttpRequest, state: &AppState) -> Result<Identity, SessionE
         })
 }
 
+/// The 404 for a call that is not this client's, or is over: the two look the same.
+fn call_not_found(state: &AppState, req: &HttpRequest) -> HttpResponse {
+    with_cors(state, req, HttpResponse::NotFound()).json(json!({
+        "error": {
+            "type": "relay_error",
+            "code": "call_not_found",
+            "message": "No live call with this id belongs to this client.",
+        }
+    }))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -284,18 +298,20 @@ pub(crate) async fn hangup(
             })),
         );
     };
-    let dialer = req
-        .app_data::<Rc<Dialer>>()
-        .cloned()
-        .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))?;
-    let hung = calls::hangup(&dialer, &call_id).await;
-    booked.hung_up.do_send(HungUp);
+    // The call hangs itself up, once, however many ways it is being ended at the same moment.
+    let (reply, hung) = oneshot::channel();
+    let _ = booked.hang_up.try_send(HangUp { reply });
+    let hung = match tokio::time::timeout(HANGUP_WAIT, hung).await {
+        Ok(Ok(Some(hung))) => hung,
+        // It had just ended (and hung up) by itself.
+        Ok(Ok(None) | Err(_)) => return Ok(call_not_found(&state, &req)),
+        Err(_) => Err(SessionEnd::UpstreamTimeout {
+            after_ms: HANGUP_WAIT.as_millis(),
+        }),
+    };
     Ok(match hung {
-        Ok(status) if status.is_success() => {
-            with_cors(&state, &req, HttpResponse::Ok()).json(json!({}))
-        }
         // The upstream already forgot the call: it is over either way.
-        Ok(status) if status == StatusCode::NOT_FOUND => {
+        Ok(status) if status.is_success() || status == StatusCode::NOT_FOUND => {
             with_cors(&state, &req, HttpResponse::Ok()).json(json!({}))
         }
         Ok(status) => refusal(

@@ -19,6 +19,7 @@ mod backpressure;
 mod billing;
 mod binary;
 mod bounds;
+mod calls;
 mod cost;
 mod deploy;
 mod failures;
