@@ -5,6 +5,7 @@
 //! refusals (`refusals`), and attaching a WebSocket to a call's events (`attach`).
 
 mod attach;
+mod binary;
 mod create;
 mod ending;
 mod refusals;
