@@ -156,6 +156,27 @@ def conversation(port):
     print("front_door: session.created, then %d events ending in response.done" % len(kinds))
 
 
+def webrtc_in_demo(port):
+    """The demo upstream of the release build has no WebRTC: a call is refused in JSON, 502."""
+    import urllib.request
+    import urllib.error
+    req = urllib.request.Request(
+        "http://127.0.0.1:%d/v1/realtime/calls" % port,
+        data=b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+        headers={"Content-Type": "application/sdp"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=STEP_TIMEOUT) as res:
+            sys.exit("front_door: a WebRTC call in demo mode answered %d" % res.status)
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read().decode())
+        code = body.get("error", {}).get("code")
+        if e.code != 502 or code != "upstream_rejected":
+            sys.exit("front_door: a WebRTC call in demo mode: %d %s" % (e.code, body))
+    print("front_door: a WebRTC call in demo mode is refused: 502 upstream_rejected")
+
+
 def main():
     if "--print-test-command" in sys.argv:
         print(readme_command("test command"))
@@ -184,6 +205,7 @@ def main():
             time.sleep(0.5)
         print("front_door: /health answers 200")
         conversation(port)
+        webrtc_in_demo(port)
         # Ctrl-C: SIGINT to the whole foreground group, cargo and the relay alike.
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=STEP_TIMEOUT)

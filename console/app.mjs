@@ -1,16 +1,23 @@
-// The console's wiring: reads /console/config, opens the WebSocket to the relay (subprotocol
-// `realtime`, plus `openai-insecure-api-key.<token>` when tokens are on), and routes every event
-// to the transcript, the player, the usage panel and the log. Counters for tests and the curious
-// are on `window.relayConsole`.
+// The console's wiring: reads /console/config, connects over one of two transports, and routes
+// every event to the transcript, the player, the usage panel and the log. WebSocket: the relay's
+// `/realtime` (subprotocol `realtime`, plus `openai-insecure-api-key.<token>` when tokens are on);
+// the page sends the microphone as PCM16 events and plays the answer's audio deltas. WebRTC: a
+// call through the relay's `/v1/realtime/calls` (the token first traded for a short-lived relay
+// client secret); the browser sends the microphone and plays the answer as media, and the same
+// events travel on the `oai-events` data channel. Counters for tests and the curious are on
+// `window.relayConsole`.
 
 import { Mic, Player, bytesToBase64 } from './audio.mjs';
-import { EventLog, explainClose, explainCode } from './events.mjs';
+import { EventLog, explainClose, explainCode, refusalOf } from './events.mjs';
 import { Transcript, Usage } from './panels.mjs';
+import { bearer, callCredential, gathered, hangUpAt } from './call.mjs';
 
 const $ = (id) => document.getElementById(id);
 
 const stats = {
   state: 'disconnected',
+  // `websocket` or `webrtc`: the transport of the current (or last) connection.
+  transport: 'websocket',
   eventsIn: 0,
   eventsOut: 0,
   samplesSent: 0,
@@ -22,6 +29,18 @@ const stats = {
   meterPeak: 0,
   lastError: null,
   lastClose: null,
+  // WebRTC only: the call's data channel is open; the peer connection's state; the call's id
+  // (from its Location); what the offer was authorized with (`client_secret` minted by the page,
+  // `token`, or `none` when tokens are off); remote media tracks received; how the last call
+  // ended (`hangup` from the page, `remote` when the other side ended it, `refused`, `failed`);
+  // the status the relay gave the page's hangup.
+  dataChannelOpen: false,
+  peerState: null,
+  callId: null,
+  credential: null,
+  remoteTracks: 0,
+  callEnd: null,
+  hangupStatus: null,
   usage: { responses: 0, input_tokens: 0, output_tokens: 0, total_tokens: 0, cost_usd: 0, unpriced: 0 },
   config: null,
 };
@@ -35,6 +54,8 @@ const usage = new Usage(stats, {
 });
 const player = new Player(stats);
 let ws = null;
+// The WebRTC call, while there is one: { pc, channel, track, location, token, hangingUp }.
+let call = null;
 let talking = false;
 let localKey = 0;
 let model = '';
@@ -56,6 +77,7 @@ function setState(state, words) {
   $('ptt').disabled = !open || $('handsfree').checked;
   $('connect-btn').textContent = state === 'disconnected' ? 'Connect' : 'Disconnect';
   $('model').disabled = state !== 'disconnected';
+  $('transport').disabled = state !== 'disconnected';
   $('token').disabled = state !== 'disconnected';
 }
 
@@ -65,9 +87,12 @@ function explain(text) {
   el.textContent = text || '';
 }
 
+// Sends `event` on the open transport: the WebSocket, or the call's data channel.
 function send(event) {
-  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-  ws.send(JSON.stringify(event));
+  const text = JSON.stringify(event);
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(text);
+  else if (call && call.channel && call.channel.readyState === 'open') call.channel.send(text);
+  else return false;
   stats.eventsOut += 1;
   log.add('out', event);
   return true;
@@ -75,7 +100,8 @@ function send(event) {
 
 const mic = new Mic(
   (pcm) => {
-    if (!(talking || $('handsfree').checked)) return;
+    // Over WebRTC the microphone is a media track; the chunks only feed the meter.
+    if (!ws || !(talking || $('handsfree').checked)) return;
     if (send({ type: 'input_audio_buffer.append', audio: bytesToBase64(new Uint8Array(pcm.buffer)) })) {
       stats.samplesSent += pcm.length;
     }
@@ -86,8 +112,10 @@ const mic = new Mic(
   },
 );
 
-// Interrupts the assistant: stops playback and tells the relay how much was heard.
+// Interrupts the assistant: stops playback and tells the relay how much was heard. Over WebRTC
+// the browser plays the answer as media and OpenAI cuts it itself (server VAD): nothing to do.
 function interrupt() {
+  if (!ws) return;
   const cut = player.stop();
   if (cut) {
     send({
@@ -123,7 +151,8 @@ function onEvent(e) {
       break;
     case 'response.output_audio.delta':
     case 'response.audio.delta':
-      player.play(e.item_id, e.content_index || 0, e.delta || '');
+      // Over WebRTC the answer's audio is the remote media track (OpenAI sends no deltas then).
+      if (ws) player.play(e.item_id, e.content_index || 0, e.delta || '');
       break;
     case 'response.output_audio_transcript.delta':
     case 'response.audio_transcript.delta':
@@ -144,20 +173,35 @@ function onEvent(e) {
   }
 }
 
+// An event as text from either transport: counted, logged and handled.
+function received(data) {
+  if (typeof data !== 'string') return;
+  let e;
+  try { e = JSON.parse(data); } catch (_) { return; }
+  stats.eventsIn += 1;
+  log.add('in', e);
+  onEvent(e);
+}
+
 function connect() {
   const token = $('token').value.trim();
   if (stats.config.tokens && !token) {
     explain('This relay needs a client token: enter it above.');
     return;
   }
-  player.ensure();
   model = $('model').value;
+  stats.transport = $('transport').value === 'webrtc' ? 'webrtc' : 'websocket';
+  explain('');
+  stats.lastError = null;
+  if (stats.transport === 'webrtc') {
+    connectCall(token);
+    return;
+  }
+  player.ensure();
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const url = `${scheme}://${location.host}/realtime?model=${encodeURIComponent(model)}`;
   const protocols = ['realtime'];
   if (token) protocols.push(`openai-insecure-api-key.${token}`);
-  explain('');
-  stats.lastError = null;
   let socket;
   try {
     socket = new WebSocket(url, protocols);
@@ -176,14 +220,7 @@ function connect() {
       },
     );
   };
-  socket.onmessage = (m) => {
-    if (typeof m.data !== 'string') return;
-    let e;
-    try { e = JSON.parse(m.data); } catch (_) { return; }
-    stats.eventsIn += 1;
-    log.add('in', e);
-    onEvent(e);
-  };
+  socket.onmessage = (m) => received(m.data);
   socket.onclose = (c) => {
     if (ws !== socket) return;
     ws = null;
@@ -199,9 +236,130 @@ function connect() {
 }
 
 function disconnect() {
+  if (call) {
+    hangUp(call);
+    return;
+  }
   if (!ws) return;
   setState('closing');
   ws.close(1000, 'console disconnect');
+}
+
+// --- WebRTC -------------------------------------------------------------------------------
+
+// Whether the microphone track sends sound: while talking, or always hands-free.
+function setTrackLive() {
+  if (call && call.track) call.track.enabled = talking || $('handsfree').checked;
+}
+
+// Opens a call: the microphone (muted until push to talk or hands-free) as a media track, the
+// `oai-events` data channel, the offer to /v1/realtime/calls, its answer applied.
+async function connectCall(token) {
+  const c = { pc: null, channel: null, track: null, location: null, token, hangingUp: false };
+  call = c;
+  Object.assign(stats, { dataChannelOpen: false, peerState: null, callId: null, credential: null, callEnd: null, hangupStatus: null });
+  setState('connecting');
+  try {
+    const credential = await callCredential(token, model, stats);
+    if (call !== c) return;
+    const pc = new RTCPeerConnection();
+    c.pc = pc;
+    try {
+      await mic.start();
+      c.track = mic.stream ? mic.stream.getAudioTracks()[0] || null : null;
+    } catch (err) {
+      $('mic-state').textContent = `Microphone unavailable (${err.name || err}): text still works.`;
+    }
+    if (call !== c) return;
+    if (c.track) {
+      setTrackLive();
+      pc.addTrack(c.track, mic.stream);
+      $('mic-state').textContent = 'Microphone on (sent as media).';
+    } else {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+    }
+    pc.ontrack = (e) => {
+      stats.remoteTracks += 1;
+      const audio = $('remote-audio');
+      audio.srcObject = e.streams[0] || new MediaStream([e.track]);
+      audio.play().catch(() => { /* autoplay refused: the call goes on */ });
+    };
+    pc.onconnectionstatechange = () => {
+      stats.peerState = pc.connectionState;
+      if (call === c && !c.hangingUp && pc.connectionState === 'failed') {
+        endCall(c, 'failed', 'the media connection with OpenAI failed (a firewall, or no route)');
+      }
+    };
+    const channel = pc.createDataChannel('oai-events');
+    c.channel = channel;
+    channel.onopen = () => {
+      if (call !== c) return;
+      stats.dataChannelOpen = true;
+      setState('connected');
+    };
+    channel.onmessage = (m) => received(m.data);
+    channel.onclose = () => {
+      stats.dataChannelOpen = false;
+      if (call === c && !c.hangingUp) {
+        endCall(c, 'remote', 'the call ended: the relay or OpenAI hung up (the relay does at '
+          + 'MAX_SESSION_DURATION, when a budget is spent, and when it shuts down)');
+      }
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc, 1000);
+    const res = await fetch(`/v1/realtime/calls?model=${encodeURIComponent(model)}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/sdp', ...bearer(credential) },
+      body: pc.localDescription.sdp,
+    });
+    if (res.status !== 201) throw await refusalOf(res);
+    c.location = res.headers.get('Location');
+    stats.callId = c.location ? c.location.split('/').pop() : null;
+    const answer = await res.text();
+    if (call !== c) {
+      // Disconnected while the call was being made: end it at once.
+      hangUpAt(c);
+      return;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  } catch (err) {
+    if (call !== c) return;
+    if (err.refusal) {
+      stats.lastError = { ...err.refusal, explanation: err.message };
+      endCall(c, 'refused', err.message);
+    } else {
+      endCall(c, 'failed', `cannot connect: ${err.message || err}`);
+    }
+  }
+}
+
+// The Disconnect button on a call: hang up through the relay, then close the peer connection.
+async function hangUp(c) {
+  c.hangingUp = true;
+  setState('closing');
+  const status = await hangUpAt(c);
+  stats.hangupStatus = status;
+  const words = status === null || (status >= 200 && status < 300)
+    ? 'hung up'
+    : `hung up here; the relay answered the hangup with HTTP ${status}`;
+  endCall(c, 'hangup', words);
+}
+
+// Tears down call `c` and says why.
+function endCall(c, how, words) {
+  if (call === c) call = null;
+  talking = false;
+  stats.callEnd = how;
+  stats.dataChannelOpen = false;
+  if (c.channel) c.channel.close();
+  if (c.pc) c.pc.close();
+  stats.peerState = c.pc ? c.pc.connectionState : null;
+  mic.stop();
+  $('remote-audio').srcObject = null;
+  $('ptt').setAttribute('aria-pressed', 'false');
+  $('mic-state').textContent = 'Microphone off.';
+  setState('disconnected', `Disconnected: ${words}`);
+  if (how !== 'hangup') explain(words);
 }
 
 // Push to talk: pressing interrupts the assistant and starts a fresh buffer; releasing commits
@@ -212,12 +370,14 @@ function pressTalk() {
   $('ptt').setAttribute('aria-pressed', 'true');
   interrupt();
   send({ type: 'input_audio_buffer.clear' });
+  setTrackLive();
 }
 
 function releaseTalk() {
   if (!talking) return;
   talking = false;
   $('ptt').setAttribute('aria-pressed', 'false');
+  setTrackLive();
   send({ type: 'input_audio_buffer.commit' });
   send({ type: 'response.create' });
 }
@@ -245,6 +405,7 @@ function fillSession(s, withTurn) {
 function setHandsFree(on) {
   $('handsfree').checked = on;
   $('ptt').disabled = on || stats.state !== 'connected';
+  setTrackLive();
 }
 
 // The page's own turn-taking (push to talk unless hands-free is ticked) and, when the relay
@@ -259,7 +420,7 @@ function startSession() {
 function wire() {
   $('connect-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    if (ws) disconnect(); else connect();
+    if (ws || call) disconnect(); else connect();
   });
   const ptt = $('ptt');
   ptt.addEventListener('pointerdown', (ev) => { ev.preventDefault(); pressTalk(); });

@@ -1,6 +1,7 @@
 // What the page says about events: every relay error code and close code in plain words (the
-// codes are those of docs/protocol.md), audio payloads elided for the log, and the event log
-// itself (time, direction, type, expandable JSON, a type filter, at most MAX_ENTRIES kept).
+// codes are those of docs/protocol.md), a refused WebRTC call too, audio payloads elided for the
+// log, and the event log itself (time, direction, type, expandable JSON, a type filter, at most
+// MAX_ENTRIES kept).
 
 const CODES = {
   capacity_exceeded: 'the relay is full: it already has MAX_CONNECTIONS sessions; try again later',
@@ -32,6 +33,8 @@ const CODES = {
   upstream_protocol_error: 'OpenAI sent an invalid WebSocket frame',
   upstream_message_too_large: 'OpenAI sent a message larger than the relay\'s limit',
   upstream_too_slow: 'OpenAI stopped reading what this session sent',
+  call_not_found: 'the relay knows no live call with this id for this client (it may have ended already)',
+  origin_not_allowed: 'this page\'s origin is not in the relay\'s ALLOWED_ORIGINS',
 };
 
 const CLOSES = {
@@ -54,6 +57,29 @@ export function explainCode(code, message) {
   if (words) return `${words} (${code})`;
   if (code) return message ? `${message} (${code})` : code;
   return message || 'an error';
+}
+
+// Plain words for a refusal of `POST /v1/realtime/calls` (or of the client secret minted for
+// it): the relay's JSON error, `{"error":{"code","message"}}`. The demo upstream built into the
+// relay does no WebRTC: it answers a call with HTTP 501, which the relay passes on as
+// `upstream_rejected`.
+export function explainRefusal(status, code, message) {
+  if (code === 'upstream_rejected' && /\bHTTP 501\b/.test(message || '')) {
+    return 'this relay\'s demo upstream does not do WebRTC; use WebSocket (upstream_rejected, HTTP 501)';
+  }
+  if (code) return explainCode(code, message);
+  return `the relay answered HTTP ${status}${message ? `: ${message}` : ''}`;
+}
+
+// A refusal the relay answered as JSON, as an Error in words, with `refusal` (status, code,
+// message) attached.
+export async function refusalOf(res) {
+  let body = null;
+  try { body = await res.json(); } catch (_) { /* not JSON */ }
+  const err = (body && body.error) || {};
+  const refused = new Error(explainRefusal(res.status, err.code, err.message));
+  refused.refusal = { status: res.status, code: err.code || null, message: err.message || '' };
+  return refused;
 }
 
 // Plain words for a close code and its reason (the relay puts its error code in the reason).

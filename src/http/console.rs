@@ -45,6 +45,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../console/app.mjs"),
     },
     Asset {
+        name: "call.mjs",
+        content_type: JS,
+        body: include_str!("../../console/call.mjs"),
+    },
+    Asset {
         name: "audio.mjs",
         content_type: JS,
         body: include_str!("../../console/audio.mjs"),

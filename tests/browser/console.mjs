@@ -22,22 +22,16 @@
 // bar is held), then the event log's type filter and an expanded row, an expanded audio event, and the
 // session editor's instructions and voice sent by "Send session.update".
 // Every wait is a waitForFunction with a timeout; the whole run is bounded by the Rust side too.
-// playwright-core comes from $RELAY_PLAYWRIGHT/node_modules; Chromium from $RELAY_CHROMIUM.
+// The browser, its flags and the result file are chromium.mjs's.
 
-import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const [mode, url, out, extra] = process.argv.slice(2);
-const WAIT = 10000;
-const require = createRequire(join(process.env.RELAY_PLAYWRIGHT, 'node_modules', 'noop.js'));
-const { chromium } = require('playwright-core');
+import { WAIT, drive } from './chromium.mjs';
 
-const result = { mode, steps: [], consoleErrors: [], pageErrors: [] };
-const step = (name) => result.steps.push(name);
-const profile = mkdtempSync(join(tmpdir(), 'relay-chromium-'));
-let context;
+const mode = process.argv[2];
+let result;
+let step;
 
 // A WAV the fake microphone loops instead of its default beeps (too faint and too short for the
 // fake's server VAD): a second of a loud 440 Hz tone (RMS about 5700, well over the fake's speech
@@ -68,80 +62,42 @@ function speechWav(dir, quiet) {
   return path;
 }
 
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.RELAY_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    timeout: WAIT,
+const QUIET = { handsfree: 2, bargein: 0.6 };
+
+await drive(
+  {
     viewport: mode === 'phone' ? { width: 375, height: 740 } : { width: 1280, height: 900 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      ...(mode === 'handsfree' ? [`--use-file-for-fake-audio-capture=${speechWav(profile, 2)}`] : []),
-      ...(mode === 'bargein' ? [`--use-file-for-fake-audio-capture=${speechWav(profile, 0.6)}`] : []),
-    ],
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(WAIT);
-  page.on('console', (m) => {
-    if (m.type() === 'error') result.consoleErrors.push(m.text());
-  });
-  page.on('pageerror', (e) => result.pageErrors.push(String(e && e.stack ? e.stack : e)));
-
-  await page.goto(url, { waitUntil: 'load' });
-  await page.waitForFunction(() => window.relayConsole && window.relayConsole.config, null, { timeout: WAIT });
-  step('loaded');
-
-  if (mode === 'refused') {
-    if (extra) await page.fill('#token', extra);
-    await page.click('#connect-btn');
-    await page.waitForFunction(
-      () => window.relayConsole.lastClose && !document.getElementById('explain').hidden,
-      null,
-      { timeout: WAIT },
-    );
-    step('refused');
-  } else if (mode === 'phone') {
-    await phone(page);
-  } else if (mode === 'handsfree') {
-    await handsFree(page);
-  } else if (mode === 'bargein') {
-    await handsFree(page);
-    await bargeIn(page);
-  } else if (mode === 'keyboard') {
-    await keyboard(page);
-  } else if (mode === 'panels') {
-    await panels(page);
-  } else {
-    await conversation(page);
-    if (extra) await page.screenshot({ path: extra, fullPage: true });
-  }
-
-  result.stats = await page.evaluate(() => JSON.parse(JSON.stringify(window.relayConsole)));
-  result.state = await page.textContent('#state');
-  result.tokenFieldVisible = await page.isVisible('#token');
-  result.explain = await page.evaluate(() => {
-    const el = document.getElementById('explain');
-    return el.hidden ? null : el.textContent;
-  });
-  result.transcript = await page.$$eval('#transcript li', (lis) =>
-    lis.map((li) => ({ className: li.className, text: li.textContent })),
-  );
-  result.sentTypes = await page.$$eval('#events li.out', (lis) => lis.map((li) => li.dataset.type).reverse());
-  result.eventTypes = await page.$$eval('#events li', (lis) => lis.map((li) => li.dataset.type).reverse());
-} catch (err) {
-  result.failure = String(err && err.stack ? err.stack : err);
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  writeFileSync(out, JSON.stringify(result, null, 2));
-}
+    fakeAudio: mode in QUIET ? (dir) => speechWav(dir, QUIET[mode]) : null,
+  },
+  async (page, ctx) => {
+    ({ result, step } = ctx);
+    const extra = ctx.extra[0];
+    if (mode === 'refused') {
+      if (extra) await page.fill('#token', extra);
+      await page.click('#connect-btn');
+      await page.waitForFunction(
+        () => window.relayConsole.lastClose && !document.getElementById('explain').hidden,
+        null,
+        { timeout: WAIT },
+      );
+      step('refused');
+    } else if (mode === 'phone') {
+      await phone(page);
+    } else if (mode === 'handsfree') {
+      await handsFree(page);
+    } else if (mode === 'bargein') {
+      await handsFree(page);
+      await bargeIn(page);
+    } else if (mode === 'keyboard') {
+      await keyboard(page);
+    } else if (mode === 'panels') {
+      await panels(page);
+    } else {
+      await conversation(page);
+      if (extra) await page.screenshot({ path: extra, fullPage: true });
+    }
+  },
+);
 
 async function conversation(page) {
   const stats = () => page.evaluate(() => JSON.parse(JSON.stringify(window.relayConsole)));

@@ -3,7 +3,9 @@
 //! file (Node and playwright-core) opening the page, talking to the model by push to talk and by
 //! text (`conversation`), at a phone width and by keyboard alone (`layout`), hands-free and
 //! barged in on (`voice`), using the log, session editor and meter (`panels`), and being refused
-//! in words (`refusals`). The script writes what it saw to a JSON file; these tests assert on it.
+//! in words (`refusals`); `call.mjs` drives its WebRTC transport against the relay's
+//! `/v1/realtime/calls` and the fake's real WebRTC peer (`webrtc`). The scripts write what they
+//! saw to a JSON file; these tests assert on it.
 //!
 //! Needs `chromium` and `node` (Debian's packages) and playwright-core in `RELAY_PLAYWRIGHT` (a
 //! directory holding `node_modules`; `bash tests/run.sh` installs it into `target/node`): without
@@ -18,6 +20,7 @@ mod layout;
 mod panels;
 mod refusals;
 mod voice;
+mod webrtc;
 
 use std::{
     io::Write,
@@ -61,22 +64,40 @@ impl Browser {
         })
     }
 
-    /// Runs `console.mjs MODE URL OUT [EXTRA]` on a blocking thread, bounded by [`RUN`], and
-    /// returns the JSON it wrote; panics, with its output, when it did not write one or
-    /// reports a failure.
+    /// Runs `console.mjs MODE URL OUT [EXTRA]`; see [`Browser::script`].
     pub(crate) async fn run(
         &self,
         mode: &str,
         url: &str,
         extra: Option<&str>,
     ) -> serde_json::Value {
+        self.script("console.mjs", mode, url, extra.as_slice())
+            .await
+    }
+
+    /// Runs `call.mjs MODE URL OUT ARGS...` (the console's WebRTC transport); see
+    /// [`Browser::script`].
+    pub(crate) async fn call(&self, mode: &str, url: &str, args: &[&str]) -> serde_json::Value {
+        self.script("call.mjs", mode, url, args).await
+    }
+
+    /// Runs `tests/browser/SCRIPT MODE URL OUT ARGS...` on a blocking thread, bounded by
+    /// [`RUN`], and returns the JSON it wrote; panics, with its output, when it did not write
+    /// one or reports a failure.
+    async fn script(
+        &self,
+        script: &str,
+        mode: &str,
+        url: &str,
+        args: &[&str],
+    ) -> serde_json::Value {
         let dir = common::tools::TempDir::new("browser");
         let out = dir.path().join("out.json");
         let mut cmd = Command::new(&self.node);
-        cmd.arg(common::repo("tests/browser/console.mjs"))
+        cmd.arg(common::repo(&format!("tests/browser/{script}")))
             .args([mode, url])
             .arg(&out)
-            .args(extra)
+            .args(args)
             .env("RELAY_PLAYWRIGHT", &self.playwright)
             .env("RELAY_CHROMIUM", &self.chromium);
         let what = format!("{cmd:?}");

@@ -1,9 +1,9 @@
-//! The `Authenticator`'s unit tests: credentials, modes, throttling and reloads (`tests`), and
+//! The `Authenticator`'s unit tests: credentials, modes, throttling and reloads (`credentials`), and
 //! the address keys and the credential's place in the request (`more_tests`).
 
 use super::*;
 
-mod tests {
+mod credentials {
     use super::*;
     use crate::secret::Secret;
     use serde_json::{json, Value};
@@ -375,4 +375,3 @@ mod more_tests {
         assert!(err.to_string().contains("iss"), "{err}");
     }
 }
-
