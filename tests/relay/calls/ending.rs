@@ -125,3 +125,19 @@ async fn the_owner_alone_hangs_up() {
     peer.close().await;
     h.stop().await;
 }
+
+/// A quiet call whose sideband answers the relay's heartbeat pings is kept: after several
+/// heartbeat intervals with no event at all (a deliberate wait), it is still live and was never
+/// hung up.
+#[actix_web::test]
+async fn a_quiet_call_with_a_live_sideband_is_kept() {
+    let h = relay(&[("HEARTBEAT_INTERVAL", "100")]).await;
+    let (peer, call_id) = connected_call(&h, "").await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let s = stats::get(&h.http()).await;
+    assert_eq!(s["sessions_by_transport"]["webrtc"], 1, "{s}");
+    assert!(h.fake.recorder().hangups().is_empty());
+    assert!(h.fake.open_calls().contains(&call_id));
+    peer.close().await;
+    h.stop().await;
+}
