@@ -2,11 +2,12 @@
 //! (each includes this folder with `#[path]`): the real relay on 127.0.0.1:0 in front of the
 //! scriptable fake upstream (also on port 0), an awc WebSocket client, and awaits that always time
 //! out.
-//! Beside it: the relay binary as a child (`child`), outside programs (`tools`), a real
+//! Beside it: WebRTC signalling as a client does it (`calls`), the relay binary as a child (`child`), outside programs (`tools`), a real
 //! redis-server (`redis`), Prometheus text (`prom`), `/stats` (`stats`), and waiting for what
 //! announces itself nowhere (`poll`).
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod child;
 pub mod poll;
 pub mod prom;

@@ -6,7 +6,8 @@
 //! its leases expire (`leases`, the slow one: up to the 30 s lease); Redis killed and restarted,
 //! or hung, under `REDIS_FAILURE_MODE` closed and open (`outage`); a password in `REDIS_URL`,
 //! never shown (`password`); `GET /stats?scope=cluster` (`cluster_stats`); usage counted once per
-//! response id, through the relay and at the script (`ledger`).
+//! response id, through the relay and at the script (`ledger`); a WebRTC call holding a shared
+//! slot and spending the shared ledger (`calls`).
 //!
 //! Needs `redis-server` (Debian's package): without it each test says it is skipped, unless
 //! `RELAY_TESTS_REQUIRE` lists it; `bash tests/run.sh` installs it.
@@ -15,6 +16,7 @@
 mod common;
 
 mod budgets;
+mod calls;
 mod cluster_stats;
 mod instances;
 mod leases;
