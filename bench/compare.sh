@@ -205,6 +205,8 @@ measure() {
     bench "$tag-warmup" load --sessions 20 --rate 10 --bytes 6400 --duration 1 >/dev/null
     bench "$tag-idle" idle --sessions "$IDLE_SESSIONS" --hold "$IDLE_HOLD"
     bench "$tag-paced" load --sessions 50 --rate 20 --bytes 6400 --duration "$PACED_SECS"
+    # Issue 15's harsher paced setting: more, smaller messages per session (per-message costs).
+    bench "$tag-paced1k" load --sessions 20 --rate 50 --bytes 1024 --duration "$PACED_SECS"
     bench "$tag-flat300" load --sessions 50 --window 16 --bytes 300 --duration "$FLAT_SECS"
     bench "$tag-flat64k" load --sessions 50 --window 4 --bytes 65536 --duration "$FLAT_SECS"
     case "$who" in
