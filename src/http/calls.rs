@@ -10,7 +10,6 @@
 
 use std::{
     collections::HashMap,
-    rc::Rc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -30,7 +29,7 @@ use crate::{
     close::SessionEnd,
     http::{
         client_ip, json_error, not_found, origin, preflight,
-        upgrade::{admit, refuse_unwelcome, session_policy, shared},
+        upgrade::{admit, dialer, refuse_unwelcome, session_policy, shared},
         with_cors, AppState,
     },
     ops::throttle::RefusalLog,
@@ -39,7 +38,6 @@ use crate::{
         models::AllowedModels,
         policy::{Applied, PolicyBook},
     },
-    upstream::dial::Dialer,
 };
 
 /// How long a client's hangup waits for the call to hang up upstream.
@@ -188,10 +186,7 @@ pub(crate) async fn create(
             return Ok(refusal(&state, &req, &reason));
         }
     };
-    let dialer = req
-        .app_data::<Rc<Dialer>>()
-        .cloned()
-        .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))?;
+    let dialer = dialer(&req)?;
     let address = state.authenticator.address_identity(ip);
     let safety_id = state.safety.identifier(&identity, &address);
     let wait = dialer.upstream().connect_timeout * 3 + Duration::from_secs(1);

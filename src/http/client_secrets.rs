@@ -41,7 +41,7 @@ pub(crate) fn resource(path: &str) -> Resource {
     web::resource(path)
         .app_data(web::PayloadConfig::new(MAX_BODY))
         .route(web::post().to(mint))
-        .route(web::method(Method::OPTIONS).to(preflight))
+        .route(web::method(Method::OPTIONS).to(crate::http::preflight))
         .default_service(web::to(|| async {
             crate::http::json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -327,26 +327,6 @@ fn session_fields(mut session: Map<String, Value>, asked: &mut Request) -> Resul
 /// A client's key name, cut short for the message.
 fn truncated(key: &str) -> String {
     key.chars().take(64).collect()
-}
-
-/// `OPTIONS`: a browser's preflight, answered for an allowed origin only.
-async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let allowed = origin(&req).is_some_and(|o| state.allowed_origins.admits(Some(o), false));
-    if !allowed {
-        return crate::http::json_error(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "This Origin is not in the relay's ALLOWED_ORIGINS.",
-        );
-    }
-    with_cors(&state, &req, HttpResponse::NoContent())
-        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "POST"))
-        .insert_header((
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            "authorization, content-type",
-        ))
-        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
-        .finish()
 }
 
 /// The CORS headers `with_cors` would add, on a response already built.

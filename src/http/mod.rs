@@ -197,14 +197,12 @@ pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> HttpR
     }))
 }
 
-/// The CORS preflight of an endpoint a page POSTs to with a credential (`/v1/realtime/calls`):
-/// the allowed origin, `POST`, and the `Authorization` and `Content-Type` headers; 403 for an
-/// origin the relay does not allow.
+/// The CORS preflight of an endpoint a page POSTs to with a credential (`/v1/realtime/calls`,
+/// `/v1/realtime/client_secrets`): the allowed origin, `POST`, and the `Authorization` and
+/// `Content-Type` headers; 403 for an origin the relay does not allow, or none (a preflight
+/// always names one).
 pub(crate) async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if !state
-        .allowed_origins
-        .admits(origin(&req), state.allow_missing_origin)
-    {
+    if !origin(&req).is_some_and(|o| state.allowed_origins.admits(Some(o), false)) {
         return json_error(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",

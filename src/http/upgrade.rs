@@ -58,6 +58,13 @@ pub(crate) fn shared<T: Default + 'static>(req: &HttpRequest) -> web::Data<T> {
         .unwrap_or_else(|| web::Data::new(T::default()))
 }
 
+/// This worker's upstream dialer (`relay::start` gives every worker one).
+pub(crate) fn dialer(req: &HttpRequest) -> actix_web::Result<Rc<Dialer>> {
+    req.app_data::<Rc<Dialer>>()
+        .cloned()
+        .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))
+}
+
 fn is_websocket_upgrade(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::UPGRADE)
@@ -159,10 +166,7 @@ pub(crate) async fn realtime(
     });
     match admitted {
         Ok((query, identity, policy)) => {
-            let dialer = req
-                .app_data::<Rc<Dialer>>()
-                .cloned()
-                .ok_or_else(|| actix_web::error::ErrorInternalServerError("no dialer"))?;
+            let dialer = dialer(&req)?;
             let address = state.authenticator.address_identity(ip);
             let safety_id = state.safety.identifier(&identity, &address);
             // `session.update` is checked against the credential's own models too.

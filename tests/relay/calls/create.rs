@@ -97,21 +97,7 @@ async fn the_call_is_a_session_with_a_sideband() {
 /// pinned `model` cannot replace the call's).
 #[actix_web::test]
 async fn the_offer_carries_the_pinned_session() {
-    let dir = std::env::temp_dir().join(format!("relay-call-policy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let file = dir.join("policy.toml");
-    std::fs::write(
-        &file,
-        r#"
-[policies.default]
-locked = ["instructions"]
-[policies.default.session]
-type = "realtime"
-instructions = "Answer in French."
-"#,
-    )
-    .expect("policy file");
-    let h = relay(&[("SESSION_POLICY_FILE", file.to_str().expect("path"))]).await;
+    let h = relay_with_policy("relay-call-policy", "Answer in French.").await;
     let (peer, _call_id) = connected_call(&h, "model=gpt-realtime").await;
     let calls = h
         .fake

@@ -27,6 +27,20 @@ pub(crate) async fn relay(extra: &[(&str, &str)]) -> Harness {
     start(Script::demo(), &vars).await
 }
 
+/// A relay whose session policy pins `instructions` and locks them (file in a directory named
+/// after `test`).
+pub(crate) async fn relay_with_policy(test: &str, instructions: &str) -> Harness {
+    let dir = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("policy.toml");
+    let policy = format!(
+        "[policies.default]\nlocked = [\"instructions\"]\n\
+         [policies.default.session]\ntype = \"realtime\"\ninstructions = {instructions:?}\n"
+    );
+    std::fs::write(&file, policy).expect("policy file");
+    relay(&[("SESSION_POLICY_FILE", file.to_str().expect("path"))]).await
+}
+
 /// A call alice makes through `h` with `query`, connected: the peer has the answer and its data
 /// channel is open. Returns the peer and the call's id.
 pub(crate) async fn connected_call(h: &Harness, query: &str) -> (TestPeer, String) {

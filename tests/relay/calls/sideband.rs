@@ -44,21 +44,7 @@ async fn usage_is_counted_from_the_sideband() {
 /// counted as `reasserted`; an update that keeps them sends nothing.
 #[actix_web::test]
 async fn a_changed_locked_field_is_reasserted() {
-    let dir = std::env::temp_dir().join(format!("relay-call-drift-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let file = dir.join("policy.toml");
-    std::fs::write(
-        &file,
-        r#"
-[policies.default]
-locked = ["instructions"]
-[policies.default.session]
-type = "realtime"
-instructions = "Be brief."
-"#,
-    )
-    .expect("policy file");
-    let h = relay(&[("SESSION_POLICY_FILE", file.to_str().expect("path"))]).await;
+    let h = relay_with_policy("relay-call-drift", "Be brief.").await;
     let (peer, call_id) = connected_call(&h, "").await;
     let kept = serde_json::json!({"type":"session.updated","session":{"instructions":"Be brief."}});
     h.fake
