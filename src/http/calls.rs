@@ -40,9 +40,6 @@ use crate::{
     },
 };
 
-/// How long a client's hangup waits for the call to hang up upstream.
-const HANGUP_WAIT: Duration = Duration::from_secs(15);
-
 /// The largest SDP offer taken (a browser's is a few KiB).
 const MAX_OFFER_BYTES: usize = 64 * 1024;
 
@@ -296,12 +293,15 @@ pub(crate) async fn hangup(
     // The call hangs itself up, once, however many ways it is being ended at the same moment.
     let (reply, hung) = oneshot::channel();
     let _ = booked.hang_up.try_send(HangUp { reply });
-    let hung = match tokio::time::timeout(HANGUP_WAIT, hung).await {
+    // The call may first finish opening its sideband, then hangs up: each is bounded by
+    // UPSTREAM_CONNECT_TIMEOUT; a moment more for the reply.
+    let wait = dialer(&req)?.upstream().connect_timeout * 2 + Duration::from_secs(1);
+    let hung = match tokio::time::timeout(wait, hung).await {
         Ok(Ok(Some(hung))) => hung,
         // It had just ended (and hung up) by itself.
         Ok(Ok(None) | Err(_)) => return Ok(call_not_found(&state, &req)),
         Err(_) => Err(SessionEnd::UpstreamTimeout {
-            after_ms: HANGUP_WAIT.as_millis(),
+            after_ms: wait.as_millis(),
         }),
     };
     Ok(match hung {
