@@ -68,8 +68,6 @@ pub(crate) struct Params {
     pub(crate) dialer: Rc<Dialer>,
     pub(crate) book: web::Data<CallBook>,
     pub(crate) refusals: Arc<RefusalLog>,
-    /// Where the answer (or the refusal) goes.
-    pub(crate) answer: oneshot::Sender<Answer>,
 }
 
 pub(crate) struct Call {
@@ -86,9 +84,8 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    pub(crate) fn new(mut p: Params) -> Call {
-        let (placeholder, _) = oneshot::channel();
-        let answer = std::mem::replace(&mut p.answer, placeholder);
+    /// A call that sends its answer (or the refusal) to `answer`.
+    pub(crate) fn new(p: Params, answer: oneshot::Sender<Answer>) -> Call {
         Call {
             p,
             answer: Some(answer),

@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use actix_web::{
@@ -28,7 +28,7 @@ use crate::{
     },
     close::SessionEnd,
     http::{
-        client_ip, json_error, not_found, origin, preflight,
+        client_ip, json_error, not_found, origin, page_error, preflight, unix_now,
         upgrade::{admit, dialer, refuse_unwelcome, session_policy, shared},
         with_cors, AppState,
     },
@@ -90,17 +90,8 @@ pub(crate) fn status_of(reason: &SessionEnd) -> StatusCode {
 
 /// `reason` as the JSON refusal, with CORS so a page can read it.
 fn refusal(state: &AppState, req: &HttpRequest, reason: &SessionEnd) -> HttpResponse {
-    let mut res = with_cors(state, req, HttpResponse::build(status_of(reason)));
-    if matches!(reason, SessionEnd::Unauthorized { .. }) {
-        res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-    }
-    res.json(json!({
-        "error": {
-            "type": "relay_error",
-            "code": reason.code().unwrap_or(reason.label()),
-            "message": reason.message(),
-        }
-    }))
+    let code = reason.code().unwrap_or(reason.label());
+    page_error(state, req, status_of(reason), code, &reason.message())
 }
 
 /// The session sent upstream with the offer: the call's model and the policy's pinned fields.
@@ -188,22 +179,24 @@ pub(crate) async fn create(
     let safety_id = state.safety.identifier(&identity, &address);
     let wait = dialer.upstream().connect_timeout * 3 + Duration::from_secs(1);
     let (tx, rx) = oneshot::channel();
-    actix::Actor::start(Call::new(call::Params {
-        session: call_session(&query.model, policy.as_deref()),
-        offer,
-        model: query.model,
-        client_ip: ip,
-        identity,
-        safety_id,
-        max_session_duration: state.max_session_duration,
-        policy,
-        registry: state.registry.clone(),
-        metrics: state.metrics.clone(),
-        dialer,
-        book: book.clone(),
-        refusals: refusals.into_inner(),
-        answer: tx,
-    }));
+    actix::Actor::start(Call::new(
+        call::Params {
+            session: call_session(&query.model, policy.as_deref()),
+            offer,
+            model: query.model,
+            client_ip: ip,
+            identity,
+            safety_id,
+            max_session_duration: state.max_session_duration,
+            policy,
+            registry: state.registry.clone(),
+            metrics: state.metrics.clone(),
+            dialer,
+            book: book.clone(),
+            refusals: refusals.into_inner(),
+        },
+        tx,
+    ));
     let answered = match tokio::time::timeout(wait, rx).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) => Err(SessionEnd::ShuttingDown),
@@ -239,19 +232,13 @@ fn identity_of(req: &HttpRequest, state: &AppState) -> Result<Identity, SessionE
 
 /// The 404 for a call that is not this client's, or is over: the two look the same.
 fn call_not_found(state: &AppState, req: &HttpRequest) -> HttpResponse {
-    with_cors(state, req, HttpResponse::NotFound()).json(json!({
-        "error": {
-            "type": "relay_error",
-            "code": "call_not_found",
-            "message": "No live call with this id belongs to this client.",
-        }
-    }))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    page_error(
+        state,
+        req,
+        StatusCode::NOT_FOUND,
+        "call_not_found",
+        "No live call with this id belongs to this client.",
+    )
 }
 
 /// `POST /v1/realtime/calls/{call_id}/hangup`: only for the identity that created the call.

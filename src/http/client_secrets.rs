@@ -9,7 +9,7 @@
 //! refusal also in `relay_sessions_rejected_total`, as the upgrade counts it; a mint is logged in
 //! one line that never holds the value. Browsers get CORS headers and their preflight answered.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix_web::{
     http::{header, Method, StatusCode},
@@ -21,7 +21,7 @@ use crate::{
     close::SessionEnd,
     config::is_query_safe,
     http::{
-        client_ip, origin,
+        client_ip, origin, unix_now,
         upgrade::{refuse_unwelcome, shared},
         with_cors, AppState,
     },
@@ -112,13 +112,7 @@ async fn mint(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) ->
         Err(refusal) => {
             count(&state, refusal.code);
             state.count_rejection(refusal.rejection_label());
-            let mut res = with_cors(&state, &req, HttpResponse::build(refusal.status));
-            if refusal.status == StatusCode::UNAUTHORIZED {
-                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-            }
-            res.json(json!({
-                "error": { "type": "relay_error", "code": refusal.code, "message": refusal.message }
-            }))
+            crate::http::page_error(&state, &req, refusal.status, refusal.code, &refusal.message)
         }
     }
 }
@@ -352,12 +346,6 @@ fn count(state: &AppState, outcome: &str) {
         .client_secrets
         .with_label_values(&[outcome])
         .inc();
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -219,6 +219,31 @@ pub(crate) async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> H
         .finish()
 }
 
+/// A JSON refusal a page can read (CORS headers for an allowed origin), with
+/// `WWW-Authenticate: Bearer` on a 401: what the endpoints a page POSTs to answer.
+pub(crate) fn page_error(
+    state: &AppState,
+    req: &HttpRequest,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> HttpResponse {
+    let mut res = with_cors(state, req, HttpResponse::build(status));
+    if status == StatusCode::UNAUTHORIZED {
+        res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+    }
+    res.json(json!({
+        "error": { "type": "relay_error", "code": code, "message": message }
+    }))
+}
+
+/// Seconds since the Unix epoch, what credentials' expiry is checked against.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Adds `Access-Control-Allow-Origin` when the request comes from an allowed origin.
 pub(crate) fn with_cors(
     state: &AppState,

@@ -5,13 +5,7 @@
 //! client secret's session fields), and the start of its `Session`. Refusals are logged through
 //! the relay's `RefusalLog`, at most one line per reason and address every few seconds.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    rc::Rc,
-    sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, net::IpAddr, rc::Rc, sync::Arc, time::Instant};
 
 use actix_web::{
     http::{header, StatusCode},
@@ -23,7 +17,7 @@ use crate::{
     call::book::CallBook,
     close::SessionEnd,
     config::is_query_safe,
-    http::{client_ip, json_error, not_found, origin, with_cors, AppState},
+    http::{client_ip, json_error, not_found, origin, unix_now, with_cors, AppState},
     ops::throttle::RefusalLog,
     protection::{
         identity::{presented_credential, AuthError, Identity},
@@ -363,9 +357,7 @@ pub(crate) fn admit(
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .filter_map(|v| v.to_str().ok()),
     );
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now_unix = unix_now();
     let url = query;
     let query = upstream_query(url, &state.default_model)?;
     let identity = state

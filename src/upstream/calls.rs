@@ -61,6 +61,13 @@ fn boundary(offer: &str, session: &str) -> String {
     }
 }
 
+/// The upstream's calls endpoint, or why there is none.
+fn endpoint(dialer: &Dialer) -> Result<String, SessionEnd> {
+    calls_url(&dialer.upstream().url).ok_or_else(|| SessionEnd::UpstreamUnavailable {
+        detail: "OPENAI_API_URL has no host for /v1/realtime/calls".into(),
+    })
+}
+
 /// A request to the upstream with the server's key and the relay's headers.
 fn request(dialer: &Dialer, url: &str, safety_id: Option<&str>) -> awc::ClientRequest {
     let config = dialer.upstream();
@@ -92,9 +99,7 @@ pub(crate) async fn create(
     safety_id: Option<&str>,
 ) -> Result<Created, SessionEnd> {
     let timeout = dialer.upstream().connect_timeout;
-    let url = calls_url(&dialer.upstream().url).ok_or_else(|| SessionEnd::UpstreamUnavailable {
-        detail: "OPENAI_API_URL has no host for /v1/realtime/calls".into(),
-    })?;
+    let url = endpoint(dialer)?;
     let session_text = session.to_string();
     let boundary = boundary(offer, &session_text);
     let body = multipart(&boundary, offer, session);
@@ -133,9 +138,7 @@ pub(crate) async fn create(
 /// Ends a call upstream; the upstream's status (a call it no longer knows is 404).
 pub(crate) async fn hangup(dialer: &Dialer, call_id: &str) -> Result<StatusCode, SessionEnd> {
     let timeout = dialer.upstream().connect_timeout;
-    let url = calls_url(&dialer.upstream().url).ok_or_else(|| SessionEnd::UpstreamUnavailable {
-        detail: "OPENAI_API_URL has no host for /v1/realtime/calls".into(),
-    })?;
+    let url = endpoint(dialer)?;
     let res = request(dialer, &format!("{url}/{call_id}/hangup"), None)
         .send()
         .await
