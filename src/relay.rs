@@ -86,6 +86,8 @@ impl TokenReloader {
 /// The least time a drain keeps the listener open (answering 503), bounded by
 /// `SHUTDOWN_TIMEOUT`.
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
+/// The client connection's write buffer: actix-ws's output is polled while it holds less.
+const CLIENT_WRITE_BUFFER: usize = 4 * 1024;
 
 /// What a drain did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +251,9 @@ fn http_server(
         let _ = (conn, user_timeout);
     })
     .workers(config.workers)
+    // What a client connection's write buffer takes before it is written out: with the byte
+    // bound of `upstream/backlog.rs` this bounds what waits for a client that stops reading.
+    .h1_write_buffer_size(CLIENT_WRITE_BUFFER)
     // Small frames go out at once: without it a session.created written right after the 101
     // on a reused keep-alive connection waited ~40 ms for the client's delayed ACK (Nagle).
     .tcp_nodelay(true)

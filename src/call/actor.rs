@@ -19,7 +19,7 @@ use std::{
 use actix::prelude::*;
 use actix_web::{http::StatusCode, web};
 use awc::ws::{CloseCode, CloseReason, Message};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{
     admission::{
@@ -38,12 +38,7 @@ use crate::{
         msg::{BudgetSpent, End, SessionHandle, SessionId, Tick},
         shared::Shared,
     },
-    upstream::{
-        calls,
-        dial::Dialer,
-        pump::{write_upstream, Accounting, ToUpstream, WRITER_QUEUE},
-        wire,
-    },
+    upstream::{calls, dial::Dialer, pump::Accounting, sender::ToUpstream, wire},
 };
 
 /// The log target of a call's lines, beside the sessions'.
@@ -184,8 +179,8 @@ impl Call {
             return;
         }
         let (stream, sink) = wire::split(socket);
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        actix_web::rt::spawn(write_upstream(rx, sink));
+        let tx = ToUpstream::new(sink);
+        actix_web::rt::spawn(tx.clone().background());
         let reader = read_sideband(
             stream,
             Sideband {

@@ -17,7 +17,8 @@ use crate::{
     protection::policy::{Action, Applied},
     session::shared::Shared,
     upstream::{
-        pump::{Accounting, Fragment, Partial, ToUpstream},
+        pump::{Accounting, Fragment, Partial},
+        sender::ToUpstream,
         wire,
     },
 };
@@ -48,7 +49,7 @@ impl Sideband {
         let Some(update) = applied.policy.pinned_update() else {
             return;
         };
-        if self.writer.try_send(Message::Text(update.into())).is_ok() {
+        if self.writer.try_send(Message::Text(update.into())) {
             for field in drifted {
                 applied.count(Action::Reasserted, field);
             }

@@ -32,7 +32,7 @@ use crate::{
     },
     session::{events::log_event, msg::SessionId, shared::Shared},
     upstream::{
-        pump::ToUpstream,
+        sender::ToUpstream,
         wire::{self, Scanner},
     },
 };
@@ -294,7 +294,13 @@ pub(crate) async fn read_client(
         }
     }
     loop {
-        match classify(stream.next().await, &mut to.client, &to.shared, max_queued) {
+        let item = match at_hand(&mut stream).await {
+            Some(item) => item,
+            // Nothing more at hand: write out what was queued, then wait for the client.
+            None if flush(&to.writer, &to.shared).await => stream.next().await,
+            None => return std::future::pending().await,
+        };
+        match classify(item, &mut to.client, &to.shared, max_queued) {
             Step::Data(msg, len) => match to.pass(msg, len).await {
                 Passed::On => {}
                 // The upstream is closing; its `End` ends this session.
@@ -433,6 +439,12 @@ fn refusal(id: SessionId, budget: Budget) -> String {
     )
 }
 
+/// The client reader writes the upstream socket once it has no more client messages at hand, or
+/// once this many bytes are queued.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Queues one message for the upstream, writing the batch out once it is large; false once the
+/// upstream is closing or gone.
 #[inline]
 async fn forward(
     writer: &ToUpstream,
@@ -443,10 +455,33 @@ async fn forward(
 ) -> bool {
     flow.record(len);
     shared.traffic.client_to_upstream.record(len);
+    if !writer.queue(msg) {
+        return false;
+    }
+    writer.queued() < BATCH_BYTES || flush(writer, shared).await
+}
+
+/// Writes what is queued for the upstream and waits until the kernel has it (a stalled upstream
+/// stops the reading of the client here); false once the upstream is gone.
+async fn flush(writer: &ToUpstream, shared: &Shared) -> bool {
     shared.upstream_write_blocked.set(true);
-    let sent = writer.send(msg).await.is_ok();
+    let written = writer.flush().await;
     shared.upstream_write_blocked.set(false);
-    sent
+    written
+}
+
+/// The client's next item if it is already there (actix-ws decodes every frame of a read at
+/// once), `None` if the reader would have to wait.
+async fn at_hand(
+    stream: &mut AggregatedMessageStream,
+) -> Option<Option<Result<AggregatedMessage, ProtocolError>>> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match stream.poll_next_unpin(cx) {
+            Poll::Ready(item) => Some(item),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::{
 
 use actix::prelude::*;
 use awc::ws::{self, Message};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{
     close::SessionEnd,
@@ -23,11 +23,10 @@ use crate::{
         shared::Shared,
     },
     upstream::{
+        backlog::Backlog,
         dial::{Dialer, Opened},
-        pump::{
-            read_upstream, write_upstream, Accounting, Closing, ToClient, ToUpstream,
-            RESPONSE_CANCEL, WRITER_QUEUE,
-        },
+        pump::{read_upstream, Accounting, Closing, ToClient, RESPONSE_CANCEL},
+        sender::ToUpstream,
         wire,
     },
 };
@@ -127,20 +126,16 @@ impl Upstream {
 
     fn connected(&mut self, opened: Opened, ctx: &mut Context<Self>) {
         let (stream, sink) = wire::split(opened.socket);
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        ctx.spawn(
-            write_upstream(rx, sink)
-                .into_actor(self)
-                .map(|_, act, ctx| {
-                    // The writer ends after our close frame (or when every sender is gone). The
-                    // socket stays open until the upstream answers the close, so it sees the
-                    // frame before the connection ends; if it already has, stop now.
-                    act.writer_done = true;
-                    if act.closing && act.reader_done {
-                        ctx.stop();
-                    }
-                }),
-        );
+        let tx = ToUpstream::new(sink);
+        ctx.spawn(tx.clone().background().into_actor(self).map(|_, act, ctx| {
+            // The writer ends after our close frame (or when the socket fails). The
+            // socket stays open until the upstream answers the close, so it sees the
+            // frame before the connection ends; if it already has, stop now.
+            act.writer_done = true;
+            if act.closing && act.reader_done {
+                ctx.stop();
+            }
+        }));
         let reader = read_upstream(
             opened.replay,
             stream,
@@ -166,6 +161,7 @@ impl Upstream {
                 },
                 hiding: self.policy.clone().filter(|p| p.policy.hides()),
                 metered: !self.query.starts_with(ATTACH_QUERY),
+                backlog: Backlog::default(),
             },
         );
         ctx.spawn(reader.into_actor(self).map(|reason, act, ctx| {
@@ -187,7 +183,7 @@ impl Upstream {
         let Some(update) = applied.policy.pinned_update() else {
             return;
         };
-        if writer.try_send(Message::Text(update.into())).is_ok() {
+        if writer.try_send(Message::Text(update.into())) {
             applied.count(Action::Pinned, FIELD_SESSION);
         }
     }
@@ -252,9 +248,7 @@ impl Upstream {
             });
             return;
         }
-        if writer.try_send(Message::Close(Some(frame))).is_err()
-            || self.reader_done && self.writer_done
-        {
+        if !writer.try_send(Message::Close(Some(frame))) || self.reader_done && self.writer_done {
             ctx.stop();
             return;
         }

@@ -3,9 +3,11 @@
 //! (`actor.rs`) and its two pumps (`pump.rs`).
 
 pub(crate) mod actor;
+pub(crate) mod backlog;
 pub(crate) mod calls;
 pub(crate) mod dial;
 pub(crate) mod pool;
 pub(crate) mod pump;
+pub(crate) mod sender;
 pub(crate) mod tls;
 pub(crate) mod wire;

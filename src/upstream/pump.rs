@@ -1,5 +1,5 @@
-//! The two pumps of an open upstream. `write_upstream` drains the session's `ToUpstream` queue
-//! into the socket, batching what is waiting into one write. `read_upstream` relays every
+//! The upstream reader of an open upstream (the client reader writes the socket itself, through
+//! `sender.rs`). `read_upstream` relays every
 //! upstream frame straight into the client's socket with backpressure, reassembling fragmented
 //! messages within `MAX_MESSAGE_SIZE`, and glances at the first bytes of each text frame for the
 //! few event types that carry usage (`protection/usage.rs`) and, with a session policy that
@@ -18,7 +18,6 @@ use actix_web::web::{Bytes, BytesMut};
 use awc::ws::{CloseReason as CloseFrame, Frame, Message};
 use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 
 use crate::{
     admission::msg::RecordUsage,
@@ -30,14 +29,12 @@ use crate::{
         usage::{self, Watched},
     },
     session::{events::log_event, shared::Shared},
-    upstream::wire,
+    upstream::{
+        backlog::{Backlog, CLIENT_BACKLOG},
+        sender::ToUpstream,
+        wire,
+    },
 };
-
-/// Frames queued for the upstream writer; a full queue makes the client reader wait.
-pub(crate) const WRITER_QUEUE: usize = 16;
-
-/// The sending half of an open upstream: the session's client reader feeds it.
-pub(crate) type ToUpstream = mpsc::Sender<Message>;
 
 /// What the relay sends the upstream when it ends a session with a response in flight.
 pub(crate) const RESPONSE_CANCEL: &str = r#"{"type":"response.cancel","event_id":"relay_cancel"}"#;
@@ -49,43 +46,6 @@ pub(crate) struct Closing {
     pub(crate) draining: Cell<bool>,
     /// The relay's close frame, held until the last `response.done` has been read.
     pub(crate) held: RefCell<Option<CloseFrame>>,
-}
-
-/// Drains the writer queue into the upstream socket, in order, until a close frame is written or
-/// every sender is gone.
-pub(crate) async fn write_upstream(mut rx: mpsc::Receiver<Message>, mut sink: wire::Writer) {
-    while let Some(msg) = rx.recv().await {
-        // Encode the frames already waiting, then write once: one write carries them all. A batch
-        // stops growing at BATCH_BYTES, so the write buffer holds at most one large message (or
-        // BATCH_BYTES of small ones) on top of what the queue holds.
-        let mut is_close = matches!(msg, Message::Close(_));
-        let mut batched = payload_len(&msg);
-        if sink.encode(msg).is_err() {
-            return;
-        }
-        while !is_close && batched < BATCH_BYTES {
-            let Ok(next) = rx.try_recv() else { break };
-            is_close = matches!(next, Message::Close(_));
-            batched += payload_len(&next);
-            if sink.encode(next).is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() || is_close {
-            return;
-        }
-    }
-}
-
-/// A write batch stops taking more waiting frames once it holds this many payload bytes.
-pub(crate) const BATCH_BYTES: usize = 64 * 1024;
-
-fn payload_len(msg: &Message) -> usize {
-    match msg {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) => b.len(),
-        _ => 0,
-    }
 }
 
 /// What the upstream reader writes to: the client socket (and the upstream writer, for pongs).
@@ -108,6 +68,8 @@ pub(crate) struct ToClient {
     pub(crate) unaccounted: prometheus::IntCounter,
     /// The session policy, when it hides fields of `session.created`/`session.updated`.
     pub(crate) hiding: Option<Arc<Applied>>,
+    /// Bytes handed to actix-ws and not yet taken by the client's connection.
+    pub(crate) backlog: Backlog,
 }
 
 /// Where usage read off `response.done` goes, and what it costs.
@@ -259,10 +221,17 @@ pub(crate) async fn read_upstream(
             continue;
         }
         let len = data.len();
+        // Wait for the client to take what waits for it (`backlog.rs`), then count this one.
+        shared.client_write_blocked.set(true);
+        to.backlog.room(CLIENT_BACKLOG).await;
+        let data = to.backlog.hold(data);
         let msg = if text {
             match ByteString::try_from(data) {
                 Ok(s) => Message::Text(s),
-                Err(_) => return SessionEnd::UpstreamProtocolError,
+                Err(_) => {
+                    shared.client_write_blocked.set(false);
+                    return SessionEnd::UpstreamProtocolError;
+                }
             }
         } else {
             Message::Binary(data)
@@ -270,7 +239,6 @@ pub(crate) async fn read_upstream(
         let (msg, len) = to.hide(msg, len);
         to.record(&msg, len);
         let budget_end = matches!(&msg, Message::Text(t) if to.account(t));
-        shared.client_write_blocked.set(true);
         let sent = client.send(msg).await;
         shared.client_write_blocked.set(false);
         if sent.is_err() {

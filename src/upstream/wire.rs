@@ -16,10 +16,10 @@ use std::{
     cmp::min,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 
-use actix_web::web::{Bytes, BytesMut};
+use actix_web::web::{Buf, Bytes, BytesMut};
 use actix_ws::ProtocolError;
 use awc::ws::Frame;
 use awc::{
@@ -27,7 +27,7 @@ use awc::{
     BoxedSocket,
 };
 use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// How much room a read gets (at least); a frame larger than that grows the buffer.
@@ -321,7 +321,8 @@ impl Scanner {
     }
 }
 
-/// Writes client frames (and pongs, and the close) to the upstream, a batch per write.
+/// Writes client frames (and pongs, and the close) to the upstream: frames are encoded into
+/// one buffer and written out together (`sender.rs` decides when).
 pub(crate) struct Writer {
     half: WriteHalf<Prefixed>,
     codec: Codec,
@@ -336,16 +337,29 @@ impl Writer {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Writes every queued frame in one go.
-    pub(crate) async fn flush(&mut self) -> io::Result<()> {
-        self.half.write_all(&self.buf).await?;
-        self.half.flush().await?;
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes queued.
+    pub(crate) fn queued(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes what is queued until none is left (frames queued meanwhile included).
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.buf.is_empty() {
+            match ready!(Pin::new(&mut self.half).poll_write(cx, &self.buf))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => self.buf.advance(n),
+            }
+        }
+        ready!(Pin::new(&mut self.half).poll_flush(cx))?;
         if self.buf.capacity() > KEEP_WRITE_CAPACITY {
             self.buf = BytesMut::new();
-        } else {
-            self.buf.clear();
         }
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -378,7 +392,7 @@ pub(crate) fn split(socket: Socket) -> (Reader, Writer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Bytes the handshake read early come out first, then the socket's own.
     #[actix_web::test]
