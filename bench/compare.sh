@@ -70,6 +70,8 @@ if [ "$QUICK" = 1 ]; then
 else
     PACED_SECS=15 FLAT_SECS=8 IDLE_SESSIONS=1000 IDLE_HOLD=4
 fi
+# Stalled clients (--slow), as in issue 15's figures.
+SLOW_SESSIONS=${SLOW_SESSIONS:-20}
 MODEL=gpt-realtime
 NPROC=$(nproc)
 
@@ -271,11 +273,11 @@ if [ "$SLOW" = 1 ]; then
     STREAM_PORT=${STREAM_URL#ws://127.0.0.1:}
     STREAM_PORT=${STREAM_PORT%%/*}
     start_relay_contender "$STREAM_URL"
-    bench slow-relay slow --sessions 20 --hold 20
+    bench slow-relay slow --sessions "$SLOW_SESSIONS" --hold 20
     curl -s "http://127.0.0.1:$RELAY_PORT/metrics" | grep -E '^relay_' >"$RESULTS/slow-relay-metrics.txt" || true
     stop_relay_contender
     start_nginx "$STREAM_PORT"
-    bench slow-nginx slow --sessions 20 --hold 20
+    bench slow-nginx slow --sessions "$SLOW_SESSIONS" --hold 20
     stop_nginx
     kill "$FAKE2_PID" 2>/dev/null || true
     wait "$FAKE2_PID" 2>/dev/null || true

@@ -100,6 +100,17 @@ def main():
         n, r = med.get((name, "nginx")), med.get((name, "relay"))
         return r / n if n and r is not None else None
 
+    # Memory per stalled client: the highest sample less the proxy's RSS before the sessions.
+    stalled = {}
+    for who in ["relay", "nginx"]:
+        slow = load(os.path.join(d, f"slow-{who}.json"))
+        base = get(slow, "proxy", "rss_base_kb") if slow else None
+        samples = (slow or {}).get("rss_samples_kb") or []
+        if base is not None and samples and slow.get("sessions_ok"):
+            stalled[who] = (max(samples) - base) / slow["sessions_ok"]
+    stalled_ratio = (stalled["relay"] / stalled["nginx"]
+                     if stalled.get("nginx") and "relay" in stalled else None)
+
     # Issue 15's goals (ratios to Nginx in the same run).
     targets = [
         ("CPU per paced 1 KiB message <= 1.0x Nginx",
@@ -116,6 +127,8 @@ def main():
          lambda x: x >= 1.0),
         ("idle RSS per session <= 1.0x Nginx", ratio("idle RSS per session (KiB)"),
          lambda x: x <= 1.0),
+        ("memory per stalled client <= 2.0x Nginx (--slow)", stalled_ratio,
+         lambda x: x <= 2.0),
     ]
     print("| target | relay / nginx | |")
     print("|---|---:|---|")
@@ -159,6 +172,8 @@ def main():
                 f"RSS {get(slow, 'proxy', 'rss_base_kb')} kB before, samples (kB, 1/s) "
                 f"{slow.get('rss_samples_kb')}"
             )
+            if who in stalled:
+                print(f"  {stalled[who]:.1f} kB per stalled client")
     if failures:
         print()
         print("Runs with failures: " + "; ".join(failures))
