@@ -1,4 +1,4 @@
-# Shared helpers for bench/smoke.sh and bench/compare.sh. Source it; it defines functions only.
+# Shared helpers for the scripts in bench/. Source it; it defines functions only.
 # Everything here talks to 127.0.0.1 and every wait is bounded.
 
 die() {
@@ -68,4 +68,19 @@ start_relay() {
         RUST_LOG="${RELAY_LOG_LEVEL:-warn}" "$@" "$relay" >"$log" 2>&1 &
     RELAY_PID=$!
     wait_health "$RELAY_PORT" 20 || die "the relay did not answer /health: $(tail -5 "$log")"
+}
+
+# stop_on_exit: on exit (and on Ctrl-C), stops the relay and the fake upstream this script started
+# ($RELAY_PID, $FAKE_PID as they are then) and removes $WORK.
+stop_on_exit() {
+    trap _stop_and_clean EXIT
+    trap 'exit 130' INT TERM
+}
+_stop_and_clean() {
+    local pid
+    for pid in ${RELAY_PID:-} ${FAKE_PID:-}; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    [ -z "${WORK:-}" ] || rm -rf "$WORK"
 }

@@ -4,9 +4,11 @@
 # with it on. By default the feature is REDIS_URL (issue 11: Redis sees admissions, session ends,
 # lease refreshes and usage, never a frame); --policy instead gives the second relay a session
 # policy that locks fields (issue 12: every client event is checked against it). The two
-# alternate within every round; each gets a fresh process per round.
+# alternate within every round; each gets a fresh process per round. --all turns on the features
+# of issues 10 to 13 together (issue 15): Redis, that session policy, client tokens (the bench
+# clients present one) and dollar budgets (every response.done priced and checked).
 #
-# usage: bench/redis.sh [--policy] [--rounds N] [--no-build] [--out DIR]
+# usage: bench/redis.sh [--policy | --all] [--rounds N] [--no-build] [--out DIR]
 # Needs redis-server (Debian's package) without --policy. Everything listens on and talks to
 # 127.0.0.1 only; every phase is bounded in time; every process started here is stopped on exit.
 set -euo pipefail
@@ -17,10 +19,11 @@ ROUNDS=3 BUILD=1 OUT= FEATURE=redis
 while [ $# -gt 0 ]; do
     case "$1" in
     --policy) FEATURE=policy ;;
+    --all) FEATURE=all ;;
     --rounds) ROUNDS=$2; shift ;;
     --no-build) BUILD=0 ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
@@ -56,14 +59,16 @@ trap 'exit 130' INT TERM
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), nproc $(nproc), commit ${RELAY_COMMIT:-$(git rev-parse --short HEAD)}, load $(cut -d' ' -f1-3 /proc/loadavg)" |
     tee "$RESULTS/machine.txt"
 start_fake "$BENCH" "$WORK/fake.out" --mode echo
-if [ "$FEATURE" = redis ]; then
+REDIS_WITH=() POLICY_WITH=()
+if [ "$FEATURE" != policy ]; then
     REDIS_PORT=$("$BENCH" free-port)
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
         >"$WORK/redis.log" 2>&1 &
     REDIS_PID=$!
     wait_for_line "$WORK/redis.log" 'Ready to accept connections' 20 || die "redis-server did not start"
-    WITH=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
-else
+    REDIS_WITH=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+fi
+if [ "$FEATURE" != redis ]; then
     # Locks, no pinned session (nor a ceiling, which pins one): the echo upstream must only echo
     # the client's own events.
     cat >"$WORK/policy.toml" <<'TOML'
@@ -71,8 +76,17 @@ else
 locked = ["instructions", "tools", "tool_choice", "audio.output.voice", "model"]
 on_violation = "strip"
 TOML
-    WITH=(SESSION_POLICY_FILE="$WORK/policy.toml")
+    POLICY_WITH=(SESSION_POLICY_FILE="$WORK/policy.toml")
 fi
+case "$FEATURE" in
+redis) WITH=("${REDIS_WITH[@]}") ;;
+policy) WITH=("${POLICY_WITH[@]}") ;;
+all)
+    TOKEN=bench-token-$RANDOM$RANDOM
+    WITH=("${REDIS_WITH[@]}" "${POLICY_WITH[@]}" RELAY_TOKENS="bench:$TOKEN"
+        DAILY_USD_BUDGET=100000 CLIENT_DAILY_USD_BUDGET=100000)
+    ;;
+esac
 echo "the second relay runs with: ${WITH[*]}" | tee -a "$RESULTS/machine.txt"
 
 # run NAME ARGS..: relay-bench ARGS against the current relay, JSON to $RESULTS/NAME.json.
@@ -90,6 +104,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for who in "${order[@]}"; do
         extra=()
         [ "$who" = with ] && extra=("${WITH[@]}")
+        if [ "$who" = with ] && [ -n "${TOKEN:-}" ]; then
+            export RELAY_BENCH_TOKEN=$TOKEN
+        else
+            unset RELAY_BENCH_TOKEN
+        fi
         start_relay "$RELAY" "$WORK/relay-$r-$who.log" "$FAKE_URL" MAX_CONNECTIONS=20000 "${extra[@]}"
         echo "== round $r: $who (relay pid $RELAY_PID; load $(cut -d' ' -f1-3 /proc/loadavg))"
         run "r$r-$who-warmup" load --sessions 20 --rate 10 --bytes 6400 --duration 1

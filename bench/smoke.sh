@@ -25,16 +25,8 @@ if [ ! -x "$RELAY" ] || [ ! -x "$BENCH" ]; then
 fi
 
 WORK=$(mktemp -d)
-FAKE_PID=
-RELAY_PID=
-cleanup() {
-    for pid in $RELAY_PID $FAKE_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+FAKE_PID= RELAY_PID=
+stop_on_exit
 
 start_fake "$BENCH" "$WORK/fake.out" --mode echo
 start_relay "$RELAY" "$WORK/relay.log" "$FAKE_URL" MAX_CONNECTIONS=40

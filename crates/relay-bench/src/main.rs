@@ -57,7 +57,8 @@ const USAGE: &str = "usage:
 
 Only loopback URLs (127.0.0.1, localhost, ::1) are accepted. --pids names processes (and their
 direct children, e.g. Nginx workers) whose CPU time and resident memory are read from /proc.
---json prints one JSON object on stdout and the human table on stderr.
+--json prints one JSON object on stdout and the human table on stderr. With RELAY_BENCH_TOKEN set,
+every client sends it as `Authorization: Bearer` (a relay with RELAY_TOKENS).
 
 admission: holds S idle sessions (each waits for session.created), then opens M new sessions
 --concurrency at a time, each closed right after, timing connect -> 101 and connect ->

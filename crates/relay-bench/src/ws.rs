@@ -33,12 +33,17 @@ pub(crate) async fn open(client: &awc::Client, url: &str) -> Result<Ws, String> 
     Ok(ws)
 }
 
-/// Connects offering `realtime`; returns once the 101 has arrived.
+/// Connects offering `realtime` (with `Authorization: Bearer $RELAY_BENCH_TOKEN` when that is
+/// set: a relay with client tokens); returns once the 101 has arrived.
 pub(crate) async fn upgrade(client: &awc::Client, url: &str) -> Result<Ws, String> {
-    let (_, ws) = client
+    let mut request = client
         .ws(url)
         .protocols(["realtime"])
-        .max_frame_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME);
+    if let Ok(token) = std::env::var("RELAY_BENCH_TOKEN") {
+        request = request.bearer_auth(token);
+    }
+    let (_, ws) = request
         .connect()
         .await
         .map_err(|e| format!("connect: {e}"))?;
