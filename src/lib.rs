@@ -13,7 +13,7 @@
 //!             http/admin          │    ▲   (messages: session/msg, admission/msg)        (Tick to every session)
 //!                        starts   ▼    │ UpstreamOpened / End
 //!                              upstream/actor ── upstream/dial (+ pool, tls) ── awc ──► OpenAI
-//!              client pump: session/client ──► upstream/pump::write_upstream ──► upstream
+//!              client pump: session/client ──► upstream/sender (writes the socket itself) ──► upstream
 //!              upstream pump: upstream/pump::read_upstream ──► client (usage glanced at)
 //! ```
 //!
@@ -37,7 +37,8 @@
 //! - `session/`: the `Session` actor, its messages, the client pump, the state the pumps share,
 //!   heartbeat liveness.
 //! - `upstream/`: TLS, the per-worker dialer and warm pool, the socket after its handshake, the
-//!   `Upstream` actor and its two pumps.
+//!   `Upstream` actor, its reader (`pump.rs`), the shared writing half (`sender.rs`) and the byte
+//!   bound on what waits for the client (`backlog.rs`).
 //! - `protection/`: who a client is (tokens, JWTs, the relay's client secrets, its address
 //!   behind `TRUSTED_PROXIES`), the
 //!   throttle on failed authentication, the model allow-list on every path, the session policy

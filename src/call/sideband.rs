@@ -25,7 +25,7 @@ use crate::{
 
 /// What the sideband reader writes to and counts into.
 pub(crate) struct Sideband {
-    /// The sideband's writer queue: pongs and re-asserted pinned updates.
+    /// The sideband's writing half: pongs and re-asserted pinned updates.
     pub(crate) writer: ToUpstream,
     pub(crate) shared: Rc<Shared>,
     pub(crate) accounting: Accounting,

@@ -286,7 +286,7 @@ fn sort(frame: Result<Frame, wire::ReadError>, partial: &mut Partial, to: &ToCli
             Err(Fragment::OutOfOrder) => Sorted::End(SessionEnd::UpstreamProtocolError),
         },
         Ok(Frame::Ping(p)) => {
-            // Answer for the relay; if the writer queue is full the upstream is not reading
+            // Answer for the relay; if too much waits for the upstream it is not reading
             // anyway and a lost pong changes nothing.
             let _ = to.writer.try_send(Message::Pong(p));
             Sorted::Skip
