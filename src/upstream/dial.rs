@@ -10,9 +10,13 @@ use std::{
 };
 
 use actix::prelude::*;
+use actix_tls::connect::{
+    ConnectError, ConnectInfo, Connection, Connector as TcpConnector, Resolver,
+};
+use actix_web::rt::net::TcpStream;
 use awc::{
     error::WsClientError,
-    http::header,
+    http::{header, Uri},
     ws::{Frame, Message},
 };
 use bytestring::ByteString;
@@ -87,6 +91,23 @@ pub(crate) struct Reports {
     pub(crate) usage: Recipient<RecordUsage>,
 }
 
+/// awc's TCP connector, with TCP_NODELAY on every connection it opens: a frame the relay writes
+/// goes out at once, not after the upstream's ACK of the previous one (Nagle), which on a real
+/// network would hold a small event back by up to a round trip.
+fn tcp_nodelay() -> impl actix_service::Service<
+    ConnectInfo<Uri>,
+    Response = Connection<Uri, TcpStream>,
+    Error = ConnectError,
+> + Clone {
+    use actix_service::ServiceExt;
+    TcpConnector::new(Resolver::default()).service().map(
+        |connection: Connection<Uri, TcpStream>| {
+            let _ = connection.io_ref().set_nodelay(true);
+            connection
+        },
+    )
+}
+
 impl Dialer {
     /// Builds the worker's dialer; with a pool, starts filling it and its maintenance tick.
     pub(crate) fn new(settings: &DialerSettings, reports: Reports) -> Rc<Dialer> {
@@ -95,6 +116,7 @@ impl Dialer {
         let pool = (!s.pool_models.is_empty())
             .then(|| Pool::new(&s.pool_models, s.per_worker, s.pool_max_idle));
         let connector = awc::Connector::new()
+            .connector(tcp_nodelay())
             .rustls_0_23(s.tls)
             .timeout(config.connect_timeout)
             .handshake_timeout(config.connect_timeout)
@@ -360,5 +382,26 @@ impl Dialer {
                 detail: format!("bad WebSocket handshake ({e})"),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_service::Service;
+
+    use super::*;
+
+    /// Every upstream connection the dialer's TCP connector opens has TCP_NODELAY set.
+    #[actix_web::test]
+    async fn upstream_connections_have_tcp_nodelay() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let uri: Uri = format!("http://127.0.0.1:{port}/").parse().expect("a URI");
+        let connect = tcp_nodelay().call(ConnectInfo::new(uri));
+        let connection = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .expect("connected in time")
+            .expect("connected");
+        assert!(connection.io_ref().nodelay().expect("getsockopt"));
     }
 }
