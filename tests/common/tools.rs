@@ -11,8 +11,6 @@ use std::{
     process::{Child, Command, Output, Stdio},
 };
 
-use super::T;
-
 /// The absolute path of the program `name`, searched in `RELAY_TOOLS_PATH` when set, else in
 /// PATH, /usr/sbin and /sbin (Debian's nginx). `None`, after a "skipped" line on stderr, when it
 /// is missing and `RELAY_TESTS_REQUIRE` does not list it; a panic when that list does.
@@ -95,8 +93,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// How long a local tool may take. `promtool test rules` evaluates every alert scenario and took
+/// over 10 s (the tests' usual bound, `T`) once on a CI machine whose two cores were busy with a build.
+const TOOL_T: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs `cmd` to its end, with no stdin and its output captured; panics if that takes longer
-/// than [`T`] (these programs only read and write local files: a hang is a bug worth seeing).
+/// than [`TOOL_T`] (these programs only read and write local files: a hang is a bug worth seeing).
 pub fn output(cmd: &mut Command) -> Output {
     let what = format!("{cmd:?}");
     let child = cmd
@@ -109,8 +111,8 @@ pub fn output(cmd: &mut Command) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    rx.recv_timeout(T)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {T:?}"))
+    rx.recv_timeout(TOOL_T)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {TOOL_T:?}"))
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
