@@ -23,6 +23,7 @@ use crate::upstream::wire;
 const MAX_QUEUED: usize = 64 * 1024;
 
 /// The writing half of an upstream socket, shared by everyone who sends on it.
+#[derive(Clone)]
 pub(crate) struct ToUpstream(Rc<Out>);
 
 struct Out {
@@ -43,12 +44,6 @@ enum State {
     Closing,
     /// A write failed: the socket is gone.
     Failed,
-}
-
-impl Clone for ToUpstream {
-    fn clone(&self) -> Self {
-        ToUpstream(self.0.clone())
-    }
 }
 
 impl Drop for ToUpstream {
@@ -118,37 +113,31 @@ impl ToUpstream {
             })
             .await;
         }
-        if !out.writer.borrow().is_empty() {
-            out.write_out().await;
-        }
+        out.write_out().await;
         out.state.get() != State::Failed
     }
 
     /// Writes the frames queued by `try_send` while nobody else writes; ends once a close frame
     /// is written, the socket fails, or every other holder is gone.
     pub(crate) async fn background(self) {
+        let out = &self.0;
         loop {
-            let out = &self.0;
+            // Only when nobody writes: the writer in progress writes what is queued, and its end
+            // wakes this one if anything is left to do.
             poll_fn(|cx| {
-                if !out.writing.get() && !out.writer.borrow().is_empty()
+                let something = !out.writer.borrow().is_empty()
                     || out.state.get() != State::Open
-                    || Rc::strong_count(&self.0) == 1
-                {
+                    || Rc::strong_count(&self.0) == 1;
+                if something && !out.writing.get() {
                     return Poll::Ready(());
                 }
                 *out.background.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             })
             .await;
-            if !out.writing.get() {
-                out.write_out().await;
-            }
-            let idle = out.writer.borrow().is_empty();
-            match out.state.get() {
-                State::Failed => return,
-                State::Closing if idle && !out.writing.get() => return,
-                State::Open if idle && Rc::strong_count(&self.0) == 1 => return,
-                _ => {}
+            out.write_out().await;
+            if out.state.get() != State::Open || Rc::strong_count(&self.0) == 1 {
+                return;
             }
         }
     }
@@ -168,6 +157,9 @@ impl Out {
 
     /// Writes until nothing is queued, as the only writer (the caller checked nobody else is).
     async fn write_out(&self) {
+        if self.writer.borrow().is_empty() {
+            return;
+        }
         let guard = Writing::start(self);
         let written = poll_fn(|cx| self.writer.borrow_mut().poll_write_out(cx)).await;
         if written.is_err() {
@@ -296,6 +288,37 @@ mod tests {
         assert!(flushed);
         assert_eq!(got[0], Frame::Text(Bytes::from(big)));
         assert_eq!(got[1], Frame::Pong(Bytes::from_static(b"p")));
+    }
+
+    /// A close queued while the client reader's write waits for the upstream: the background
+    /// writer waits for that write (it must not take its turn, nor spin), and ends once the
+    /// close is out.
+    #[actix_web::test]
+    async fn a_close_during_a_stalled_write_waits_its_turn() {
+        let (up, mut far) = pipe(256);
+        let background = actix_web::rt::spawn(up.clone().background());
+        let big = "x".repeat(4096);
+        assert!(up.queue(Message::Text(big.clone().into())));
+        let mut flush = Box::pin(up.flush());
+        assert!(
+            (&mut flush).now_or_never().is_none(),
+            "the pipe holds 256 bytes"
+        );
+        assert!(up.try_send(Message::Close(None)));
+        // Any holder going away wakes the background writer while the write is still stalled.
+        drop(up.clone());
+        tokio::task::yield_now().await;
+        let reader = async {
+            let mut buf = BytesMut::new();
+            frames(&mut far, &mut buf, 2).await
+        };
+        let (flushed, got) = tokio::join!(flush, reader);
+        assert!(flushed);
+        assert_eq!(got, [Frame::Text(Bytes::from(big)), Frame::Close(None)]);
+        tokio::time::timeout(Duration::from_secs(5), background)
+            .await
+            .expect("the background writer stops after the close")
+            .expect("no panic");
     }
 
     /// The background writer stops once it is the only holder, after writing what was queued.
