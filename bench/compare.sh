@@ -9,7 +9,8 @@
 #   --rounds N  rounds of all contenders (default 3)
 #   --scale     also: the relay holding as many idle sessions as the fd limit allows (10,000 if
 #               the hard limit is at least ~20,100), each exchanging one message, /health polled
-#   --slow      also: slow consumers (clients that stop reading while the upstream streams)
+#   --slow      also: slow consumers (clients that stop reading while the upstream streams);
+#               SLOW_SESSIONS=N sets how many (default 200)
 #   --soak      also: the relay's memory over repeated session churn and message load
 #   --out DIR   keep the JSON results and summary there (default: a temp dir, printed)
 # Everything listens on and talks to 127.0.0.1 only; every phase is bounded in time; every
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
     --soak) SOAK=1 ;;
     --no-build) BUILD=0 ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
     shift

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . bench/lib.sh
 
-[ $# -ge 1 ] || die "name at least one relay binary (see the header of $0)"
+case "${1:-}" in -h | --help | "") sed -n '2,11p' "$0"; exit 0 ;; esac
 command -v valgrind >/dev/null 2>&1 || die "valgrind not found: apt-get install -y valgrind"
 BENCH=$PWD/target/release/relay-bench
 [ -x "$BENCH" ] || die "build relay-bench first: cargo build --release -p relay-bench"
