@@ -26,7 +26,7 @@ use crate::{
     },
     session::{
         actor::{self as session, say_goodbye, Session},
-        client::guard_frames,
+        guard::guard_frames,
     },
     upstream::{actor::ATTACH_QUERY, dial::Dialer},
 };

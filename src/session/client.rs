@@ -3,22 +3,20 @@
 //! backpressure. It answers pings, counts the pongs that echo the relay's own pings, answers a
 //! `session.update` that `ALLOWED_MODELS` refuses with an `error` event instead of forwarding
 //! it, holds every event to the session policy (`protection/policy/`: locked fields stripped or
-//! refused, a ceiling, an allow-list), and turns the way the client ended into a `SessionEnd` for its session. Before actix-ws
-//! sees the client's bytes, [`guard_frames`] judges each frame header, so a frame that announces
-//! too much is refused before its payload arrives.
+//! refused, a ceiling, an allow-list), and turns the way the client ended into a `SessionEnd` for
+//! its session. Before actix-ws sees the client's bytes, `guard.rs` judges each frame header.
 
 use std::{
     collections::VecDeque,
+    future::{poll_fn, Future as _},
     io,
-    pin::Pin,
     rc::Rc,
     sync::Arc,
-    task::{ready, Context, Poll},
+    task::Poll,
 };
 
-use actix_web::{dev, error::PayloadError, web, FromRequest, HttpRequest};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, Message, ProtocolError};
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -30,11 +28,13 @@ use crate::{
         policy::{Applied, Verdict, Violation},
         usage::Budget,
     },
-    session::{events::log_event, msg::SessionId, shared::Shared},
-    upstream::{
-        sender::ToUpstream,
-        wire::{self, Scanner},
+    session::{
+        events::log_event,
+        guard::{guard_refusal, max_fragments},
+        msg::SessionId,
+        shared::Shared,
     },
+    upstream::{sender::ToUpstream, wire},
 };
 
 /// One client frame, sorted.
@@ -83,7 +83,7 @@ fn classify(
 }
 
 /// What an I/O-shaped error from actix-ws means. A failed connection comes as a payload error
-/// (kind `Other`), and so does a frame [`guard_frames`] refused; the codec reports reserved bits
+/// (kind `Other`), and so does a frame `guard.rs` refused; the codec reports reserved bits
 /// and text that is not UTF-8 as `InvalidData`; the aggregator an oversized message by its text.
 fn io_ending(e: &io::Error, max_message_size: usize) -> SessionEnd {
     match guard_refusal(e) {
@@ -116,102 +116,6 @@ fn is_invalid_utf8(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| {
         inner.is::<std::str::Utf8Error>() || inner.to_string().contains("utf-8")
     })
-}
-
-/// The guard's refusal inside actix-ws's error: `io::Error(PayloadError::Io(io::Error(Refusal)))`.
-fn guard_refusal(e: &io::Error) -> Option<wire::Refusal> {
-    let PayloadError::Io(inner) = e.get_ref()?.downcast_ref::<PayloadError>()? else {
-        return None;
-    };
-    inner.get_ref()?.downcast_ref::<wire::Refusal>().copied()
-}
-
-/// At most this many fragments to one client message: one per 64 bytes of `MAX_MESSAGE_SIZE`,
-/// and never fewer than 1,024 (393,216 at the default 24 MiB). actix-ws keeps a `Bytes` (32 bytes,
-/// and the read buffer it points into) per fragment until the message is whole.
-fn max_fragments(max_message_size: usize) -> usize {
-    (max_message_size / 64).max(1024)
-}
-
-/// The client's request body with every frame header judged as it arrives (see
-/// [`Scanner`]): hand this, not the raw body, to `actix_ws::handle_with_protocols`.
-pub(crate) fn guard_frames(
-    req: &HttpRequest,
-    body: web::Payload,
-    max_message_size: usize,
-) -> actix_web::Result<web::Payload> {
-    let guard = FrameGuard {
-        inner: body.into_inner(),
-        scanner: Scanner::new(max_message_size, max_fragments(max_message_size)),
-        state: Guard::Open,
-    };
-    let mut payload: dev::Payload = dev::Payload::Stream {
-        payload: Box::pin(guard),
-    };
-    web::Payload::from_request(req, &mut payload).into_inner()
-}
-
-/// The client's bytes on their way to actix-ws, each frame header judged by a [`Scanner`].
-struct FrameGuard {
-    inner: dev::Payload,
-    scanner: Scanner,
-    state: Guard,
-}
-
-enum Guard {
-    Open,
-    /// A frame was refused. actix-ws decodes what it has read only once the body pauses, so the
-    /// body pauses once (and wakes itself) before its error: the whole frames sent before the
-    /// refused one are still delivered, in order.
-    Refused {
-        refusal: wire::Refusal,
-        paused: bool,
-    },
-    Done,
-}
-
-impl Stream for FrameGuard {
-    type Item = Result<web::Bytes, PayloadError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        match this.state {
-            Guard::Done => return Poll::Ready(None),
-            Guard::Refused { refusal, paused } => {
-                if paused {
-                    this.state = Guard::Done;
-                    let e = io::Error::new(io::ErrorKind::InvalidData, refusal);
-                    return Poll::Ready(Some(Err(PayloadError::Io(e))));
-                }
-                this.state = Guard::Refused {
-                    refusal,
-                    paused: true,
-                };
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            Guard::Open => {}
-        }
-        let chunk = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
-            Some(Ok(chunk)) => chunk,
-            other => return Poll::Ready(other),
-        };
-        match this.scanner.scan(&chunk) {
-            Ok(()) => Poll::Ready(Some(Ok(chunk))),
-            Err((at, refusal)) => {
-                this.state = Guard::Refused {
-                    refusal,
-                    paused: false,
-                };
-                if at > 0 {
-                    // The whole frames before the refused one; none of its own bytes.
-                    Poll::Ready(Some(Ok(chunk.slice(..at))))
-                } else {
-                    Pin::new(this).poll_next(cx)
-                }
-            }
-        }
-    }
 }
 
 /// What one frame waiting in the pre-open queue costs besides its payload: its queue slot and
@@ -297,8 +201,11 @@ pub(crate) async fn read_client(
         let item = match at_hand(&mut stream).await {
             Some(item) => item,
             // Nothing more at hand: write out what was queued, then wait for the client.
-            None if flush(&to.writer, &to.shared).await => stream.next().await,
-            None => return std::future::pending().await,
+            None => match flush_without_waiting(&to.writer, &to.shared).await {
+                Flush::Done => after_pending(&mut stream).await,
+                Flush::Waited => stream.next().await,
+                Flush::UpstreamGone => return std::future::pending().await,
+            },
         };
         match classify(item, &mut to.client, &to.shared, max_queued) {
             Step::Data(msg, len) => match to.pass(msg, len).await {
@@ -470,12 +377,56 @@ async fn flush(writer: &ToUpstream, shared: &Shared) -> bool {
     written
 }
 
+/// How a flush of the batch went.
+enum Flush {
+    /// Written in one go: this task never gave up the thread, so nothing woke it meanwhile.
+    Done,
+    /// It had to wait for the upstream socket, during which the client may have woken the task.
+    Waited,
+    UpstreamGone,
+}
+
+/// [`flush`], telling whether it had to wait.
+async fn flush_without_waiting(writer: &ToUpstream, shared: &Shared) -> Flush {
+    let mut waited = false;
+    let mut flushing = std::pin::pin!(flush(writer, shared));
+    let written = poll_fn(|cx| {
+        let poll = flushing.as_mut().poll(cx);
+        waited |= poll.is_pending();
+        poll
+    })
+    .await;
+    match (written, waited) {
+        (false, _) => Flush::UpstreamGone,
+        (true, false) => Flush::Done,
+        (true, true) => Flush::Waited,
+    }
+}
+
+/// The client's next item, when the stream was just polled in this same turn of the task and had
+/// nothing ([`at_hand`], then a [`Flush::Done`]): that poll left this task's waker with the
+/// stream, so the first poll here only waits for it, and the stream (actix-ws's decoder, the
+/// frame guard, actix-http's payload) is polled again only once it has woken the task. One poll of
+/// that stack less per relayed message.
+async fn after_pending(
+    stream: &mut AggregatedMessageStream,
+) -> Option<Result<AggregatedMessage, ProtocolError>> {
+    let mut first = true;
+    poll_fn(|cx| {
+        if std::mem::take(&mut first) {
+            return Poll::Pending;
+        }
+        stream.poll_next_unpin(cx)
+    })
+    .await
+}
+
 /// The client's next item if it is already there (actix-ws decodes every frame of a read at
 /// once), `None` if the reader would have to wait.
 async fn at_hand(
     stream: &mut AggregatedMessageStream,
 ) -> Option<Option<Result<AggregatedMessage, ProtocolError>>> {
-    std::future::poll_fn(|cx| {
+    poll_fn(|cx| {
         Poll::Ready(match stream.poll_next_unpin(cx) {
             Poll::Ready(item) => Some(item),
             Poll::Pending => None,
@@ -486,6 +437,8 @@ async fn at_hand(
 
 #[cfg(test)]
 mod tests {
+    use actix_web::error::PayloadError;
+
     use super::*;
 
     #[test]

@@ -6,6 +6,7 @@
 pub(crate) mod actor;
 pub(crate) mod client;
 pub(crate) mod events;
+pub(crate) mod guard;
 pub(crate) mod liveness;
 pub(crate) mod msg;
 pub(crate) mod shared;
