@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+#[derive(Debug)]
 pub(crate) enum Failure {
     /// Bad command line (exit 64).
     Usage(String),

@@ -1,5 +1,6 @@
 //! `fake` and `free-port`: the fake Realtime server as a process of its own, until killed, and a
-//! free loopback port for scripts.
+//! free loopback port for scripts. With the `webrtc` feature the fake answers WebRTC calls with a
+//! real webrtc-rs peer (demo mode on their data channels); without it, 501.
 
 use std::{io::Write as _, time::Duration};
 

@@ -2,7 +2,7 @@
 //! `bench/admission.sh`.
 //!
 //! - `fake` runs the crate's fake Realtime server on loopback (echo by default, nothing recorded
-//!   but counts) until killed.
+//!   but counts) until killed; built with the `webrtc` feature it also answers WebRTC calls.
 //! - `load` opens S sessions against any loopback URL (the fake directly, Nginx, the relay),
 //!   waits for `session.created` on each, then sends `input_audio_buffer.append`-shaped events
 //!   paced (`--rate`) or flat out with a window (`--window`); the echo fake returns each one and
@@ -12,6 +12,8 @@
 //! - `slow` opens S sessions and then never reads them (slow consumers), sampling memory.
 //! - `admission` holds S idle sessions on the relay and measures the admission latency of M new
 //!   ones, first quiet, then while P pollers fetch `/stats?sessions=true` and `/metrics`.
+//! - `calls` (the `webrtc` feature) opens N WebRTC calls through the relay as a browser does,
+//!   holds them idle beside another run's sessions, then hangs them up.
 //!
 //! Sessions are spread over several client threads, each its own actix `System` with its own
 //! `awc::Client` (which is not `Send`); the main thread only coordinates phases (a `watch`
@@ -20,13 +22,15 @@
 //!
 //! The files, leaves first: `args` (command line, loopback check, `Failure`), `stats`
 //! (percentiles), `procfs` (`/proc`), `plan` (what a run is made of), `ws` (one client WebSocket),
-//! `client` (one client thread and its sessions), `poll` (the `/stats` pollers), then one file per subcommand: `fake`,
-//! `drive` (`load`, `idle`, `slow`), `admission` (with `admission/outcome`).
+//! `client` (one client thread and its sessions), `poll` (the `/stats` pollers), then one file per
+//! subcommand: `fake`, `drive` (`load`, `idle`, `slow`), `admission` (with `admission/outcome`),
+//! `calls` (with `calls/run`).
 
 #![forbid(unsafe_code)]
 
 mod admission;
 mod args;
+mod calls;
 mod client;
 mod drive;
 mod fake;
@@ -53,6 +57,8 @@ const USAGE: &str = "usage:
                    [--pollers 4] [--warmup 20] [--phase-timeout 120] [--admin-url URL]
                    [--stats-query sessions=true] [--poll-interval-ms 0] [--json] [--threads T]
                    [--connect-concurrency N] [--pids PID]
+  relay-bench calls --url http://127.0.0.1:P --calls N --hold SECS [--concurrency 4]
+                   [--model gpt-realtime] [--json] [--pids PID,..]   (built with --features webrtc)
   relay-bench free-port          prints a free TCP port on 127.0.0.1 (for scripts)
 
 Only loopback URLs (127.0.0.1, localhost, ::1) are accepted. --pids names processes (and their
@@ -65,7 +71,14 @@ admission: holds S idle sessions (each waits for session.created), then opens M 
 session.created: first quiet, then while --pollers clients fetch /stats?sessions=true and
 /metrics in a loop from --admin-url (default: http:// and the host and port of --url);
 --stats-query '' polls plain /stats; --poll-interval-ms paces each poller (0: back to back).
-Each phase stops starting admissions after --phase-timeout seconds. --pids adds the relay's CPU time per phase.";
+Each phase stops starting admissions after --phase-timeout seconds. --pids adds the relay's CPU time per phase.
+
+calls: opens N WebRTC calls through the relay, --concurrency at a time (a webrtc-rs peer offers,
+the offer is posted to /v1/realtime/calls, each is set up once session.created arrives on its data
+channel), prints `established N calls` on stderr, holds them idle for --hold seconds or until
+SIGTERM/SIGINT, then hangs each up through the relay and closes its peer. --pids adds the relay's
+memory per call. It, and a `relay-bench fake` that answers calls (without the feature the fake
+answers them 501), need relay-bench built with --features webrtc.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,6 +91,7 @@ fn main() -> ExitCode {
         "fake" => fake::fake(rest),
         "load" | "idle" | "slow" => drive::drive(command, rest),
         "admission" => admission::admission(rest),
+        "calls" => calls::calls(rest),
         "free-port" => fake::free_port(),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
