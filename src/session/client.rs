@@ -8,8 +8,9 @@
 
 use std::{
     collections::VecDeque,
-    future::{poll_fn, Future as _},
+    future::{poll_fn, Future},
     io,
+    pin::Pin,
     rc::Rc,
     sync::Arc,
     task::Poll,
@@ -139,32 +140,37 @@ pub(crate) struct FromClient {
 /// Reads the client until it ends. Before the upstream is open, data frames wait in a queue of
 /// at most `max_queued` bytes; after, each is handed to the upstream writer in order, waiting for
 /// room (so a stalled upstream stops the reading, not the memory).
-pub(crate) async fn read_client(
+///
+/// Not an `async fn`, and the state is borrowed below it: an `async fn` keeps a copy of its
+/// arguments beside the locals moved out of them, and this future lives as long as its session
+/// (every byte of it is idle memory; see BENCHMARKS.md, issue 15).
+// An `async fn` would keep its arguments twice (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn read_client(
     mut stream: AggregatedMessageStream,
     mut opened: oneshot::Receiver<ToUpstream>,
-    from: FromClient,
+    mut from: FromClient,
+) -> impl Future<Output = SessionEnd> {
+    async move { read(&mut stream, &mut opened, &mut from).await }
+}
+
+async fn read(
+    stream: &mut AggregatedMessageStream,
+    opened: &mut oneshot::Receiver<ToUpstream>,
+    from: &mut FromClient,
 ) -> SessionEnd {
-    let FromClient {
-        id,
-        mut client,
-        shared,
-        flow,
-        max_queued,
-        log_events,
-        allowed_models,
-        policy,
-    } = from;
+    let max_queued = from.max_queued;
     let mut queue: VecDeque<(Message, usize)> = VecDeque::new();
     let mut queued = 0usize;
     let writer = loop {
         tokio::select! {
             biased;
-            writer = &mut opened => match writer {
+            writer = &mut *opened => match writer {
                 Ok(writer) => break writer,
                 // The upstream failed to open; its `End` ends this session.
                 Err(_) => return std::future::pending().await,
             },
-            item = stream.next() => match classify(item, &mut client, &shared, max_queued) {
+            item = stream.next() => match classify(item, &mut from.client, &from.shared, max_queued) {
                 Step::Data(msg, len) => {
                     // Each queued frame costs its bookkeeping too, so empty or tiny frames
                     // cannot queue without bound.
@@ -179,37 +185,40 @@ pub(crate) async fn read_client(
             },
         }
     };
-    let mut to = Onward {
-        id,
-        client,
-        writer,
-        shared,
-        flow,
-        log_events,
-        allowed_models,
-        // A policy that only pins or hides has nothing to say about client events.
-        policy: policy.filter(|p| p.policy.judges_client()),
-    };
-    for (msg, len) in queue {
-        match to.pass(msg, len).await {
-            Passed::On => {}
-            Passed::UpstreamClosing => return std::future::pending().await,
-            Passed::End(reason) => return reason,
-        }
-    }
+    // A policy that only pins or hides has nothing to say about client events.
+    from.policy = from.policy.take().filter(|p| p.policy.judges_client());
+    let mut to = Onward { from, writer };
+    // What waited for the upstream goes first, through the same `pass` (one await point of it
+    // in this future, not two).
+    let mut waited = Some(queue.into_iter());
     loop {
-        let item = match at_hand(&mut stream).await {
-            Some(item) => item,
-            // Nothing more at hand: write out what was queued, then wait for the client.
-            None => match flush_without_waiting(&to.writer, &to.shared).await {
-                Flush::Done => after_pending(&mut stream).await,
-                Flush::Waited => stream.next().await,
-                Flush::UpstreamGone => return std::future::pending().await,
-            },
+        let step = match waited.as_mut().and_then(Iterator::next) {
+            Some((msg, len)) => Step::Data(msg, len),
+            None => {
+                waited = None;
+                let item = match at_hand(stream).await {
+                    Some(item) => item,
+                    // Nothing more at hand: write out what was queued, then wait for the client.
+                    None => match flush_without_waiting(&to.writer, &to.from.shared).await {
+                        Flush::Done => after_pending(stream).await,
+                        Flush::Waited => stream.next().await,
+                        Flush::UpstreamGone => return std::future::pending().await,
+                    },
+                };
+                classify(item, &mut to.from.client, &to.from.shared, max_queued)
+            }
         };
-        match classify(item, &mut to.client, &to.shared, max_queued) {
-            Step::Data(msg, len) => match to.pass(msg, len).await {
+        match step {
+            Step::Data(msg, len) => match to.pass(msg, len) {
                 Passed::On => {}
+                Passed::Flush => {
+                    if !flush(&to.writer, &to.from.shared).await {
+                        return std::future::pending().await;
+                    }
+                }
+                Passed::Answer(event) => {
+                    let _ = answer(&mut to.from.client, event).await;
+                }
                 // The upstream is closing; its `End` ends this session.
                 Passed::UpstreamClosing => return std::future::pending().await,
                 Passed::End(reason) => return reason,
@@ -221,46 +230,45 @@ pub(crate) async fn read_client(
 }
 
 /// Where the client's messages go once the upstream is open, and the checks on the way.
-struct Onward {
-    id: SessionId,
-    client: actix_ws::Session,
+struct Onward<'a> {
+    from: &'a mut FromClient,
     writer: ToUpstream,
-    shared: Rc<Shared>,
-    flow: Flow,
-    log_events: bool,
-    allowed_models: Arc<AllowedModels>,
-    policy: Option<Arc<Applied>>,
 }
 
 /// What became of one client message.
 enum Passed {
-    /// Forwarded, or refused with an `error` event: go on.
+    /// Queued for the upstream: go on.
     On,
+    /// Queued, and the batch is large enough to be written out now.
+    Flush,
+    /// Refused: answer the client with this `error` event, and go on.
+    Answer(String),
     /// The upstream is closing; its `End` ends the session.
     UpstreamClosing,
     /// The session ends (the policy's `on_violation = "close"`).
     End(SessionEnd),
 }
 
-impl Onward {
-    /// Forwards one client message, or answers it with an `error` event when a check refuses
-    /// it (a model `ALLOWED_MODELS` does not list; a new response once a budget is spent; the
-    /// session policy), after the policy has had its say (locked fields stripped, a ceiling).
-    async fn pass(&mut self, msg: Message, len: usize) -> Passed {
-        if self.log_events {
-            log_event(self.id, "client_to_upstream", &msg);
+impl Onward<'_> {
+    /// Queues one client message for the upstream, or says which `error` event answers it when a
+    /// check refuses it (a model `ALLOWED_MODELS` does not list; a new response once a budget is
+    /// spent; the session policy), after the policy has had its say (locked fields stripped, a
+    /// ceiling). Not async: the client reader awaits the rare answer and the flush itself, so
+    /// its future (which lives as long as the session) holds no future of this one.
+    fn pass(&mut self, msg: Message, len: usize) -> Passed {
+        if self.from.log_events {
+            log_event(self.from.id, "client_to_upstream", &msg);
         }
-        let refusal = match refused(&msg, &self.allowed_models) {
-            Some(r) => Some(r.error_event(&format!("relay_evt_{}", self.id))),
+        let refusal = match refused(&msg, &self.from.allowed_models) {
+            Some(r) => Some(r.error_event(&format!("relay_evt_{}", self.from.id))),
             // Only once a budget is spent: no new response may start on it.
-            None => match self.shared.budget_spent.get() {
-                Some(budget) if may_start_a_response(&msg) => Some(refusal(self.id, budget)),
+            None => match self.from.shared.budget_spent.get() {
+                Some(budget) if may_start_a_response(&msg) => Some(refusal(self.from.id, budget)),
                 _ => None,
             },
         };
         if let Some(event) = refusal {
-            let _ = self.client.text(event).await;
-            return Passed::On;
+            return Passed::Answer(event);
         }
         let (msg, len) = match self.police(msg, len) {
             Ok(policed) => policed,
@@ -270,15 +278,19 @@ impl Onward {
                 })
             }
             Err(violation) => {
-                let event = violation.error_event(&format!("relay_evt_{}", self.id));
-                let _ = self.client.text(event).await;
-                return Passed::On;
+                return Passed::Answer(
+                    violation.error_event(&format!("relay_evt_{}", self.from.id)),
+                );
             }
         };
-        if forward(&self.writer, msg, len, &self.shared, &self.flow).await {
-            Passed::On
-        } else {
+        self.from.flow.record(len);
+        self.from.shared.traffic.client_to_upstream.record(len);
+        if !self.writer.queue(msg) {
             Passed::UpstreamClosing
+        } else if self.writer.queued() >= BATCH_BYTES {
+            Passed::Flush
+        } else {
+            Passed::On
         }
     }
 
@@ -286,7 +298,7 @@ impl Onward {
     /// new length), or refused. Text and UTF-8 binary frames are judged alike (either could be
     /// read upstream as an event); each decision is counted.
     fn police(&self, msg: Message, len: usize) -> Result<(Message, usize), Violation> {
-        let Some(applied) = &self.policy else {
+        let Some(applied) = &self.from.policy else {
             return Ok((msg, len));
         };
         let text = match &msg {
@@ -313,6 +325,15 @@ impl Onward {
             Verdict::Refused(violation) => Err(violation),
         }
     }
+}
+
+/// Sends `event` to the client. Boxed: it is rare (a refusal), and its future is as large as
+/// the rest of the client reader's.
+fn answer(
+    client: &mut actix_ws::Session,
+    event: String,
+) -> Pin<Box<dyn Future<Output = Result<(), actix_ws::Closed>> + '_>> {
+    Box::pin(client.text(event))
 }
 
 /// A client event `ALLOWED_MODELS` refuses (`protection/client_events.rs`): it is answered with
@@ -349,24 +370,6 @@ fn refusal(id: SessionId, budget: Budget) -> String {
 /// The client reader writes the upstream socket once it has no more client messages at hand, or
 /// once this many bytes are queued.
 const BATCH_BYTES: usize = 64 * 1024;
-
-/// Queues one message for the upstream, writing the batch out once it is large; false once the
-/// upstream is closing or gone.
-#[inline]
-async fn forward(
-    writer: &ToUpstream,
-    msg: Message,
-    len: usize,
-    shared: &Shared,
-    flow: &Flow,
-) -> bool {
-    flow.record(len);
-    shared.traffic.client_to_upstream.record(len);
-    if !writer.queue(msg) {
-        return false;
-    }
-    writer.queued() < BATCH_BYTES || flush(writer, shared).await
-}
 
 /// Writes what is queued for the upstream and waits until the kernel has it (a stalled upstream
 /// stops the reading of the client here); false once the upstream is gone.

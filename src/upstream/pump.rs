@@ -8,6 +8,7 @@
 
 use std::{
     cell::{Cell, RefCell},
+    future::Future,
     rc::Rc,
     sync::Arc,
     time::Instant,
@@ -176,11 +177,20 @@ impl ToClient {
 }
 
 /// Relays upstream frames to the client until either side ends; returns why.
-pub(crate) async fn read_upstream(
+///
+/// Not an `async fn`, and the state is borrowed below it: an `async fn` keeps a copy of its
+/// arguments beside the locals moved out of them, and this future lives as long as its session.
+// An `async fn` would keep its arguments twice (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn read_upstream(
     replay: Vec<Message>,
     mut stream: wire::Reader,
     mut to: ToClient,
-) -> SessionEnd {
+) -> impl Future<Output = SessionEnd> {
+    async move { relay(replay, &mut stream, &mut to).await }
+}
+
+async fn relay(replay: Vec<Message>, stream: &mut wire::Reader, to: &mut ToClient) -> SessionEnd {
     stream.refuse_frames_over(to.max_message_size);
     let mut client = to.client.clone();
     let shared = to.shared.clone();
@@ -200,7 +210,7 @@ pub(crate) async fn read_upstream(
     }
     let mut partial = Partial::default();
     while let Some(frame) = stream.next().await {
-        let (text, data) = match sort(frame, &mut partial, &to) {
+        let (text, data) = match sort(frame, &mut partial, to) {
             Sorted::Data(text, data) => (text, data),
             Sorted::Skip => continue,
             Sorted::End(reason) => return reason,
