@@ -13,13 +13,15 @@
 # --features webrtc, and so is the fake, which then answers calls with a real webrtc-rs peer)
 # opens them after the relay is up and before the phases, each up to session.created on its data
 # channel (with the token under --all), holds them idle through the phases and then hangs them up
-# through the relay. The first relay never has calls. What the figures then include: the relay's
+# through the relay. The first relay's rounds hold as many calls made straight to the fake
+# (bypassing it): the calls' peers in the fake (the process that echoes the sessions) and their
+# client cost the machine and the fake the same on both sides, so what differs is only whether the
+# relay carries them (with 20 calls, the fake's own echo round trip is about 0.14 ms slower, with
+# or without a relay in front). What the figures then include: the relay's
 # CPU per paced message counts whatever the idle calls cost it meanwhile (their sidebands'
 # heartbeats); the idle KiB per session is the relay's growth while the 1000 idle sessions are
 # held, divided by them, so the calls, opened before, sit in its baseline and not in that figure:
 # their own cost is printed apart (relay KiB per call, and how many were still live at the end).
-# The calls' client and their peers in the fake (the process that echoes the sessions) share the
-# machine with the relay, as the load generator does.
 #
 # usage: bench/redis.sh [--policy | --all] [--calls N] [--rounds N] [--no-build] [--out DIR]
 # Needs redis-server (Debian's package) without --policy. Everything listens on and talks to
@@ -84,6 +86,8 @@ trap 'exit 130' INT TERM
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), nproc $(nproc), commit ${RELAY_COMMIT:-$(git rev-parse --short HEAD)}, load $(cut -d' ' -f1-3 /proc/loadavg)" |
     tee "$RESULTS/machine.txt"
 start_fake "$BENCH" "$WORK/fake.out" --mode echo
+FAKE_HTTP=http://${FAKE_URL#ws://}
+FAKE_HTTP=${FAKE_HTTP%%/v1/*}
 REDIS_WITH=() POLICY_WITH=()
 if [ "$FEATURE" != policy ]; then
     REDIS_PORT=$("$BENCH" free-port)
@@ -115,12 +119,16 @@ esac
 echo "the second relay runs with: ${WITH[*]}" | tee -a "$RESULTS/machine.txt"
 [ "$CALLS" -gt 0 ] && echo "and holds $CALLS WebRTC calls idle through its phases" | tee -a "$RESULTS/machine.txt"
 
-# start_calls NAME: `relay-bench calls` against the current relay in the background (CALLS_PID),
-# its JSON to $RESULTS/NAME.json; returns once every call is established. The hold is longer than
-# any phase sequence (each phase is cut at 300 s): stop_calls ends it.
+# start_calls NAME URL: `relay-bench calls` against URL (the current relay, or the fake) in the
+# background (CALLS_PID), its JSON to $RESULTS/NAME.json; returns once every call is established.
+# The hold is longer than any phase sequence (each phase is cut at 300 s): stop_calls ends it.
 start_calls() {
-    local name=$1 i
-    timeout 2400 "$BENCH" calls --url "http://127.0.0.1:$RELAY_PORT" --calls "$CALLS" --hold 1800 \
+    local name=$1 url=$2 i
+    # The fake wants a bearer key, any; a relay the token its clients present ($RELAY_BENCH_TOKEN),
+    # if any.
+    local key=()
+    [ "$url" = "$FAKE_HTTP" ] && key=(RELAY_BENCH_TOKEN=fake-key)
+    env "${key[@]}" timeout 2400 "$BENCH" calls --url "$url" --calls "$CALLS" --hold 1800 \
         --pids "$RELAY_PID" --json >"$RESULTS/$name.json" 2>"$RESULTS/$name.txt" &
     CALLS_PID=$!
     # Each call is bounded by relay-bench (30 s); this only stops waiting for one that died.
@@ -164,12 +172,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
         start_relay "$RELAY" "$WORK/relay-$r-$who.log" "$FAKE_URL" MAX_CONNECTIONS=20000 "${extra[@]}"
         echo "== round $r: $who (relay pid $RELAY_PID; load $(cut -d' ' -f1-3 /proc/loadavg))"
-        [ "$who" = with ] && [ "$CALLS" -gt 0 ] && start_calls "r$r-with-calls"
+        if [ "$CALLS" -gt 0 ]; then
+            calls_url=$FAKE_HTTP
+            [ "$who" = with ] && calls_url=http://127.0.0.1:$RELAY_PORT
+            start_calls "r$r-$who-calls" "$calls_url"
+        fi
         run "r$r-$who-warmup" load --sessions 20 --rate 10 --bytes 6400 --duration 1
         run "r$r-$who-idle" idle --sessions 1000 --hold 3
         run "r$r-$who-paced" load --sessions 50 --rate 20 --bytes 6400 --duration 8
         run "r$r-$who-flat300" load --sessions 50 --window 16 --bytes 300 --duration 5
-        [ "$who" = with ] && [ "$CALLS" -gt 0 ] && stop_calls "r$r-with-calls"
+        [ "$CALLS" -gt 0 ] && stop_calls "r$r-$who-calls"
         kill -TERM "$RELAY_PID" 2>/dev/null || true
         wait "$RELAY_PID" 2>/dev/null || true
         RELAY_PID=
@@ -210,4 +222,8 @@ if calls:
           f"(hung up through the relay) / relay KiB per call: " + "; ".join(
               f"{c.get('established', '—')} / {c.get('hung_up', '—')} / "
               f"{fmt((c.get('proxy') or {}).get('rss_per_call_kb'))}" for c in per_round))
+    direct = [get(f"r{r}-plain-calls") or {} for r in range(1, rounds + 1)]
+    print("The same number straight to the fake beside the plain relay, per round: established / "
+          "still live at the end: " + "; ".join(
+              f"{c.get('established', '—')} / {c.get('hung_up', '—')}" for c in direct))
 PY
