@@ -199,6 +199,9 @@ async fn read(
                 let item = match at_hand(stream).await {
                     Some(item) => item,
                     // Nothing more at hand: write out what was queued, then wait for the client.
+                    // `after_pending` relies on `at_hand`'s poll in this same turn of the task:
+                    // nothing that can wait may come between the two but the flush, which says
+                    // whether it waited.
                     None => match flush_without_waiting(&to.writer, &to.from.shared).await {
                         Flush::Done => after_pending(stream).await,
                         Flush::Waited => stream.next().await,
