@@ -20,7 +20,7 @@
 //! - `relay.rs`: `start` wires a running relay from a `Config`; `Relay` drains and stops it.
 //! - `config/`: every environment variable, validated at once; `secret.rs`: values that print
 //!   as `***`.
-//! - `close.rs`: every way a session ends: close code, `error` event, metric label.
+//! - `close/`: every way a session ends: close code, `error` event, metric label.
 //! - `http/`: `upgrade.rs` (the WebSocket entry points, refusals before the upgrade, client
 //!   identity), `calls.rs` (WebRTC signalling: `/v1/realtime/calls` and its hangup),
 //!   `console.rs` (the console page of `console/`, embedded) and `admin.rs` (`/health`,

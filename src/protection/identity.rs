@@ -5,7 +5,7 @@
 //! proxy and a client is its address. Otherwise a client presents a credential the way the
 //! official SDKs present an OpenAI key (`Authorization: Bearer`, or the browser subprotocol
 //! `openai-insecure-api-key.<token>`) and is either a named token (`tokens.rs`) or the `sub` of an
-//! HS256 JWT (`jwt.rs`). A relay client secret (`rcs_…`, `client_secret.rs`, minted and checked
+//! HS256 JWT (`jwt/`). A relay client secret (`rcs_…`, `client_secret.rs`, minted and checked
 //! in `identity/secrets.rs`) is accepted in either mode: its holder is the identity that minted
 //! it, bound to one model and its session fields. The `Authenticator` is built when the relay starts and shared by every
 //! worker; the HTTP upgrade calls it for each client; SIGHUP swaps its token list in place. It

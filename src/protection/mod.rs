@@ -1,5 +1,5 @@
 //! Protecting the key and the bill, beside the path of a request: who a client is
-//! (`identity.rs`, with the static `tokens.rs` and HS256 `jwt.rs` credentials, the relay's own
+//! (`identity.rs`, with the static `tokens.rs` and HS256 `jwt/` credentials, the relay's own
 //! short-lived `client_secret.rs`, and
 //! `auth_failures.rs`, which throttles an address that keeps failing), its address behind
 //! `TRUSTED_PROXIES` and how an address is keyed (`client_ip.rs`), which models a client may use

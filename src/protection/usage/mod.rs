@@ -1,4 +1,4 @@
-//! Token usage: the [`Usage`] counts, read from upstream events (`event.rs`) and added up in the
+//! Token usage: the [`Usage`] counts, read from upstream events (`event/`) and added up in the
 //! daily [`Ledger`] that budgets are checked against (`ledger.rs`), which survives restarts in
 //! `USAGE_STATE_FILE` (`store.rs`: the atomic write and the read back; `writer.rs`: the thread
 //! that writes it; `lock.rs`: one relay per file). The logic has no actors and no clock: callers

@@ -106,7 +106,7 @@ async fn maximal_multibyte_close_reason_passes_intact() {
 /// UTF-8 boundary, with the upstream's code and no `error` event.
 ///
 /// End to end only: the fake's actix-ws already cuts reasons it sends (actix-ws 0.4), so the
-/// relay's own cut (`close::truncate_utf8`) is pinned by the unit tests in `close.rs`; this
+/// relay's own cut (`close::truncate_utf8`) is pinned by the unit tests in `close/frame.rs`; this
 /// pins what the client finally sees.
 #[actix_web::test]
 async fn overlong_upstream_close_reason_is_cut() {
