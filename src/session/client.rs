@@ -202,7 +202,7 @@ async fn read(
                     // `after_pending` relies on `at_hand`'s poll in this same turn of the task:
                     // nothing that can wait may come between the two but the flush, which says
                     // whether it waited.
-                    None => match flush_without_waiting(&to.writer, &to.from.shared).await {
+                    None => match flush_and_note_wait(&to.writer, &to.from.shared).await {
                         Flush::Done => after_pending(stream).await,
                         Flush::Waited => stream.next().await,
                         Flush::UpstreamGone => return std::future::pending().await,
@@ -393,7 +393,7 @@ enum Flush {
 }
 
 /// [`flush`], telling whether it had to wait.
-async fn flush_without_waiting(writer: &ToUpstream, shared: &Shared) -> Flush {
+async fn flush_and_note_wait(writer: &ToUpstream, shared: &Shared) -> Flush {
     let mut waited = false;
     let mut flushing = std::pin::pin!(flush(writer, shared));
     let written = poll_fn(|cx| {

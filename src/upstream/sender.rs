@@ -193,7 +193,7 @@ impl Drop for Writing<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{future::Future, pin::Pin, time::Duration};
 
     use actix_web::web::{Bytes, BytesMut};
     use awc::ws::{Codec, Frame};
@@ -229,6 +229,36 @@ mod tests {
             assert!(read > 0, "the pipe closed after {} frames", out.len());
         }
         out
+    }
+
+    /// A batch of 4 KiB queued and its flush started on a pipe of 256 bytes: the flush waits
+    /// for the far end to read. Returns the batch's text and the pending flush.
+    fn stalled_flush(up: &ToUpstream) -> (String, Pin<Box<impl Future<Output = bool> + '_>>) {
+        let big = "x".repeat(4096);
+        assert!(up.queue(Message::Text(big.clone().into())));
+        let mut flush = Box::pin(up.flush());
+        assert!(
+            (&mut flush).now_or_never().is_none(),
+            "the pipe holds 256 bytes"
+        );
+        (big, flush)
+    }
+
+    /// Reads `n` frames at the far end while `flush` completes; both within 5 s.
+    async fn flush_and_read(
+        flush: impl Future<Output = bool>,
+        far: &mut DuplexStream,
+        n: usize,
+    ) -> (bool, Vec<Frame>) {
+        let reader = async {
+            let mut buf = BytesMut::new();
+            frames(far, &mut buf, n).await
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(flush, reader)
+        })
+        .await
+        .expect("the flush ends once the far end reads")
     }
 
     fn text(t: &'static str) -> Frame {
@@ -272,19 +302,9 @@ mod tests {
     async fn a_stalled_upstream_holds_the_flush() {
         let (up, mut far) = pipe(256);
         let _background = actix_web::rt::spawn(up.clone().background());
-        let big = "x".repeat(4096);
-        assert!(up.queue(Message::Text(big.clone().into())));
-        let mut flush = Box::pin(up.flush());
-        assert!(
-            (&mut flush).now_or_never().is_none(),
-            "the pipe holds 256 bytes"
-        );
+        let (big, flush) = stalled_flush(&up);
         assert!(up.try_send(Message::Pong(Bytes::from_static(b"p"))));
-        let reader = async {
-            let mut buf = BytesMut::new();
-            frames(&mut far, &mut buf, 2).await
-        };
-        let (flushed, got) = tokio::join!(flush, reader);
+        let (flushed, got) = flush_and_read(flush, &mut far, 2).await;
         assert!(flushed);
         assert_eq!(got[0], Frame::Text(Bytes::from(big)));
         assert_eq!(got[1], Frame::Pong(Bytes::from_static(b"p")));
@@ -297,22 +317,12 @@ mod tests {
     async fn a_close_during_a_stalled_write_waits_its_turn() {
         let (up, mut far) = pipe(256);
         let background = actix_web::rt::spawn(up.clone().background());
-        let big = "x".repeat(4096);
-        assert!(up.queue(Message::Text(big.clone().into())));
-        let mut flush = Box::pin(up.flush());
-        assert!(
-            (&mut flush).now_or_never().is_none(),
-            "the pipe holds 256 bytes"
-        );
+        let (big, flush) = stalled_flush(&up);
         assert!(up.try_send(Message::Close(None)));
         // Any holder going away wakes the background writer while the write is still stalled.
         drop(up.clone());
         tokio::task::yield_now().await;
-        let reader = async {
-            let mut buf = BytesMut::new();
-            frames(&mut far, &mut buf, 2).await
-        };
-        let (flushed, got) = tokio::join!(flush, reader);
+        let (flushed, got) = flush_and_read(flush, &mut far, 2).await;
         assert!(flushed);
         assert_eq!(got, [Frame::Text(Bytes::from(big)), Frame::Close(None)]);
         tokio::time::timeout(Duration::from_secs(5), background)

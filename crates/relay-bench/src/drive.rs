@@ -16,7 +16,7 @@ use crate::{
     client::{join_clients, setup_bound, spawn_clients, wait_events, DRAIN_TIMEOUT},
     plan::{Cfg, Event, Kind, Phase, Report},
     procfs::proc_sample,
-    stats::{fmt_ms, opt, pct_ms, round3},
+    stats::{fmt_ms, opt, pct_ms, print_report, round3},
 };
 
 /// `load`, `idle` or `slow` with the options after the subcommand.
@@ -312,12 +312,7 @@ impl Outcome {
         if !self.report.errors.is_empty() {
             let _ = writeln!(table, "first errors      {:?}", self.report.errors);
         }
-        if as_json {
-            eprint!("{table}");
-            println!("{out}");
-        } else {
-            print!("{table}");
-        }
+        print_report(&table, &out, as_json);
     }
 
     fn memory(&self, out: &mut Value, table: &mut String, pids: &[u32]) {

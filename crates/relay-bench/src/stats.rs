@@ -1,9 +1,20 @@
-//! Percentiles and number formatting shared by every report: samples are kept as microseconds
-//! (`u32`), percentiles are nearest-rank and printed in milliseconds.
+//! Percentiles, number formatting and the printing shared by every report: samples are kept as
+//! microseconds (`u32`), percentiles are nearest-rank and printed in milliseconds.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+/// Prints a report: its table on stdout, or with `--json` the JSON on stdout and the table on
+/// stderr.
+pub(crate) fn print_report(table: &str, out: &Value, as_json: bool) {
+    if as_json {
+        eprint!("{table}");
+        println!("{out}");
+    } else {
+        print!("{table}");
+    }
+}
 
 /// A duration as whole microseconds, saturating at `u32::MAX` (71 minutes).
 pub(crate) fn micros(d: Duration) -> u32 {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::{
     plan::Report,
     poll::{Answers, PollReport},
-    stats::{fmt_ms, opt, pct_ms, round3},
+    stats::{fmt_ms, opt, pct_ms, print_report, round3},
 };
 
 /// An `admission` run.
@@ -290,12 +290,7 @@ impl Outcome {
         if !self.held.errors.is_empty() {
             let _ = writeln!(table, "first errors          {:?}", self.held.errors);
         }
-        if as_json {
-            eprint!("{table}");
-            println!("{out}");
-        } else {
-            print!("{table}");
-        }
+        print_report(&table, &out, as_json);
     }
 }
 

@@ -19,7 +19,11 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::Plan;
-use crate::{args::Failure, procfs::proc_sample, stats::round3};
+use crate::{
+    args::Failure,
+    procfs::proc_sample,
+    stats::{print_report, round3},
+};
 
 /// Bound on setting one call up: the offer (ICE gathering), the relay's answer (it makes the call
 /// upstream), the answer applied, the data channel open and `session.created` on it.
@@ -297,12 +301,7 @@ impl Outcome {
                 "proxy rss         {before} kB before, {held} kB held: {per:.1} kB per call"
             );
         }
-        if plan.json {
-            eprint!("{table}");
-            println!("{out}");
-        } else {
-            print!("{table}");
-        }
+        print_report(&table, &out, plan.json);
     }
 }
 
